@@ -1,0 +1,52 @@
+//! Business codes carried in the `code` (or, for detection, `error_code`) field.
+
+use serde::{Deserialize, Serialize};
+
+/// A business code of the envelope. The provider's codes are listed as associated constants;
+/// other values pass through untouched so nothing the upstream says is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(transparent)]
+pub struct Code(pub i64);
+
+impl Code {
+    /// The call succeeded.
+    pub const SUCCESS: Code = Code(1000);
+    /// A parameter is missing, empty or malformed.
+    pub const PARAM_ERROR: Code = Code(1003);
+    /// Too many requests (the provider's other APIs use this code for rate limiting).
+    pub const RATE_LIMITED: Code = Code(1005);
+    /// The token is invalid or has expired, or the credentials are wrong.
+    pub const TOKEN_INVALID: Code = Code(1101);
+    /// No authorization was sent.
+    pub const AUTH_MISSING: Code = Code(1102);
+    /// The account's quota is spent.
+    pub const QUOTA_EXCEEDED: Code = Code(1104);
+
+    /// Whether this is the success code.
+    pub fn is_success(self) -> bool {
+        self == Self::SUCCESS
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// `error_code` values of the detection call. `0` is success; auth and parameter failures reuse
+/// the envelope codes (1101, 1102, 1003) so one table explains both shapes.
+pub mod detect {
+    /// Detection succeeded and found at least one face.
+    pub const SUCCESS: i64 = 0;
+    /// The bytes are not an image in a supported format (JPEG, PNG), or it is truncated.
+    pub const IMAGE_UNREADABLE: i64 = 2001;
+    /// The image decoded, but no face was found in it.
+    pub const NO_FACE: i64 = 2002;
+    /// `image_url` could not be fetched (unreachable, timeout, non-2xx answer).
+    pub const IMAGE_FETCH_FAILED: i64 = 2003;
+    /// The image is larger than the service accepts (bytes or pixels).
+    pub const IMAGE_TOO_LARGE: i64 = 2004;
+    /// The image is smaller than the smallest face the detector can see.
+    pub const IMAGE_TOO_SMALL: i64 = 2005;
+}

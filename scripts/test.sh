@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace against real services: starts PostgreSQL and Redis when they
+# are not running (scripts/dev-services.sh), then the test suites.
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p faceswap-sim`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "test: cargo is not installed; install the Rust toolchain with rustup first" >&2
+  exit 1
+fi
+
+eval "$(scripts/dev-services.sh)"
+export DATABASE_URL REDIS_URL
+
+if [ "$#" -eq 0 ]; then
+  set -- --workspace
+fi
+cargo test --locked "$@"
