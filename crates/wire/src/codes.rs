@@ -22,6 +22,24 @@ impl Code {
     /// The account's quota is spent.
     pub const QUOTA_EXCEEDED: Code = Code(1104);
 
+    /// Gateway: the named session does not exist (or belongs to another tenant). HTTP 404.
+    pub const NOT_FOUND: Code = Code(4004);
+    /// Gateway: the path exists but not with this method. HTTP 405.
+    pub const METHOD_NOT_ALLOWED: Code = Code(4005);
+    /// Gateway: the session is not in a state that allows the call (e.g. already closed).
+    /// HTTP 409.
+    pub const CONFLICT: Code = Code(4009);
+    /// Gateway: the request body exceeds the configured limit. HTTP 413.
+    pub const PAYLOAD_TOO_LARGE: Code = Code(4013);
+    /// Gateway: an unexpected internal error; the log has the cause. HTTP 500.
+    pub const INTERNAL: Code = Code(5000);
+    /// Gateway: the upstream failed or could not be reached. HTTP 502.
+    pub const UPSTREAM_UNAVAILABLE: Code = Code(5002);
+    /// Gateway: a dependency of the gateway (the database) is unavailable. HTTP 503.
+    pub const SERVICE_UNAVAILABLE: Code = Code(5003);
+    /// Gateway: the upstream did not answer in time. HTTP 504.
+    pub const UPSTREAM_TIMEOUT: Code = Code(5004);
+
     /// Whether this is the success code.
     pub fn is_success(self) -> bool {
         self == Self::SUCCESS

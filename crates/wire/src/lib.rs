@@ -8,12 +8,13 @@
 pub mod codes;
 pub mod detect;
 pub mod envelope;
+pub mod gateway;
 pub mod live;
 pub mod token;
 
 pub use codes::Code;
 pub use detect::{DetectRequest, DetectResponse};
-pub use envelope::Envelope;
+pub use envelope::{EmptyEnvelope, Envelope};
 pub use live::{
     CreateRequest, FaceswapStatus, LiveSession, Resource, SessionIdRequest, SourceImage,
     UpdateRequest,

@@ -1,0 +1,5 @@
+//! Tenant authentication: the gateway's own JWTs, client secrets and API keys.
+
+pub mod api_keys;
+pub mod jwt;
+pub mod passwords;

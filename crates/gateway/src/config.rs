@@ -1,0 +1,393 @@
+//! Settings, from flags or (as operators use them) environment variables.
+//!
+//! Required settings are `Option`s checked by [`ServeArgs::into_config`], so a missing one stops
+//! start-up with one line naming its variable, rather than clap's multi-line usage text.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+/// Settings of `faceswap-gateway serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Postgres connection URL.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// Redis URL (`redis://host:port/db`); the upstream token and counters live there.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        value_name = "REDIS_URL",
+        hide_env_values = true
+    )]
+    pub redis_url: Option<String>,
+    /// Address the API listens on.
+    #[arg(
+        long,
+        env = "GATEWAY_BIND",
+        value_name = "GATEWAY_BIND",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub bind: SocketAddr,
+    /// Base URL of the upstream API (its `/api/open/v3/...` paths are appended).
+    #[arg(long, env = "UPSTREAM_BASE_URL", value_name = "UPSTREAM_BASE_URL")]
+    pub upstream_base_url: Option<Url>,
+    /// Full URL of the upstream's detect call; defaults to `$UPSTREAM_BASE_URL/detect`.
+    #[arg(long, env = "UPSTREAM_DETECT_URL", value_name = "UPSTREAM_DETECT_URL")]
+    pub upstream_detect_url: Option<Url>,
+    /// The gateway's client id at the upstream.
+    #[arg(long, env = "UPSTREAM_CLIENT_ID", value_name = "UPSTREAM_CLIENT_ID")]
+    pub upstream_client_id: Option<String>,
+    /// The gateway's client secret at the upstream.
+    #[arg(
+        long,
+        env = "UPSTREAM_CLIENT_SECRET",
+        value_name = "UPSTREAM_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    pub upstream_client_secret: Option<String>,
+    /// Where archived resources go (`file:///path`, `s3://bucket`); a local directory by default.
+    #[arg(long, env = "OBJECT_STORE_URL", value_name = "OBJECT_STORE_URL")]
+    pub object_store_url: Option<String>,
+    /// Time allowed for one upstream call, in milliseconds.
+    #[arg(
+        long,
+        env = "UPSTREAM_TIMEOUT_MS",
+        value_name = "UPSTREAM_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub upstream_timeout_ms: u64,
+    /// Time allowed to connect to the upstream, in milliseconds.
+    #[arg(
+        long,
+        env = "UPSTREAM_CONNECT_TIMEOUT_MS",
+        value_name = "UPSTREAM_CONNECT_TIMEOUT_MS",
+        default_value_t = 3_000
+    )]
+    pub upstream_connect_timeout_ms: u64,
+    /// `iss` of the gateway's tokens.
+    #[arg(
+        long,
+        env = "GATEWAY_JWT_ISSUER",
+        value_name = "GATEWAY_JWT_ISSUER",
+        default_value = "faceswap-gateway"
+    )]
+    pub jwt_issuer: String,
+    /// `aud` of the gateway's tokens.
+    #[arg(
+        long,
+        env = "GATEWAY_JWT_AUDIENCE",
+        value_name = "GATEWAY_JWT_AUDIENCE",
+        default_value = "faceswap-tenants"
+    )]
+    pub jwt_audience: String,
+    /// Lifetime of the gateway's tokens, in seconds.
+    #[arg(
+        long,
+        env = "GATEWAY_JWT_TTL_SECONDS",
+        value_name = "GATEWAY_JWT_TTL_SECONDS",
+        default_value_t = 3_600
+    )]
+    pub jwt_ttl_seconds: u64,
+    /// PEM file with a PKCS#8 P-256 private key to sign tokens with. When unset, a key is
+    /// generated once and kept in Postgres, so every replica shares it.
+    #[arg(
+        long,
+        env = "GATEWAY_JWT_PRIVATE_KEY_FILE",
+        value_name = "GATEWAY_JWT_PRIVATE_KEY_FILE"
+    )]
+    pub jwt_private_key_file: Option<PathBuf>,
+    /// Largest request body, in bytes; the default fits a 10 MB image in base64.
+    #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", value_name = "GATEWAY_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Hosts and CIDRs that `image_url` may point at despite being private or loopback
+    /// (comma-separated; for local setups whose image servers sit on loopback). Empty by default.
+    #[arg(
+        long,
+        env = "GATEWAY_SSRF_ALLOW",
+        value_name = "GATEWAY_SSRF_ALLOW",
+        value_delimiter = ','
+    )]
+    pub ssrf_allow: Vec<String>,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    #[arg(
+        long,
+        env = "GATEWAY_REDIS_PREFIX",
+        value_name = "GATEWAY_REDIS_PREFIX",
+        default_value = "faceswap:"
+    )]
+    pub redis_prefix: String,
+    /// Largest number of Postgres connections this process opens.
+    #[arg(
+        long,
+        env = "GATEWAY_DB_MAX_CONNECTIONS",
+        value_name = "GATEWAY_DB_MAX_CONNECTIONS",
+        default_value_t = 20
+    )]
+    pub db_max_connections: u32,
+    /// Do not apply migrations at start-up (when a separate job runs `migrate`).
+    #[arg(long, env = "GATEWAY_SKIP_MIGRATIONS", default_value_t = false)]
+    pub skip_migrations: bool,
+    /// Log format: `pretty` for people, `json` for collectors.
+    #[arg(
+        long,
+        env = "GATEWAY_LOG_FORMAT",
+        value_name = "GATEWAY_LOG_FORMAT",
+        default_value = "pretty"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Validated settings of a running gateway.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Postgres connection URL.
+    pub database_url: String,
+    /// Redis URL.
+    pub redis_url: String,
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Upstream API base URL.
+    pub upstream_base_url: Url,
+    /// Upstream detect URL.
+    pub upstream_detect_url: Url,
+    /// Upstream client id.
+    pub upstream_client_id: String,
+    /// Upstream client secret.
+    pub upstream_client_secret: String,
+    /// Upstream call timeout.
+    pub upstream_timeout: Duration,
+    /// Upstream connect timeout.
+    pub upstream_connect_timeout: Duration,
+    /// Token settings.
+    pub jwt: JwtSettings,
+    /// Request body cap.
+    pub max_body_bytes: usize,
+    /// SSRF allow-list entries.
+    pub ssrf_allow: Vec<String>,
+    /// Redis key prefix.
+    pub redis_prefix: String,
+    /// Postgres pool size.
+    pub db_max_connections: u32,
+    /// Skip migrations at start-up.
+    pub skip_migrations: bool,
+}
+
+/// How the gateway's own tokens are made.
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    /// `iss` claim.
+    pub issuer: String,
+    /// `aud` claim.
+    pub audience: String,
+    /// Lifetime.
+    pub ttl: Duration,
+    /// A configured private key, PEM.
+    pub private_key_file: Option<PathBuf>,
+}
+
+/// A setting that is missing or malformed; the message names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn required<T>(value: Option<T>, var: &str, what: &str) -> Result<T, ConfigError> {
+    value.ok_or_else(|| ConfigError(format!("missing setting {var}: {what}")))
+}
+
+impl ServeArgs {
+    /// Checks presence and cross-field rules.
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let database_url = required(self.database_url, "DATABASE_URL", "the Postgres URL")?;
+        let redis_url = required(self.redis_url, "REDIS_URL", "the Redis URL")?;
+        let upstream_base_url = required(
+            self.upstream_base_url,
+            "UPSTREAM_BASE_URL",
+            "the upstream API's base URL",
+        )?;
+        let upstream_client_id = required(
+            self.upstream_client_id,
+            "UPSTREAM_CLIENT_ID",
+            "the gateway's client id at the upstream",
+        )?;
+        let upstream_client_secret = required(
+            self.upstream_client_secret,
+            "UPSTREAM_CLIENT_SECRET",
+            "the gateway's client secret at the upstream",
+        )?;
+        if !matches!(upstream_base_url.scheme(), "http" | "https") {
+            return Err(ConfigError(format!(
+                "malformed setting UPSTREAM_BASE_URL: `{upstream_base_url}` is not an http(s) URL"
+            )));
+        }
+        let upstream_detect_url = match self.upstream_detect_url {
+            Some(url) => url,
+            None => {
+                let base = upstream_base_url.as_str().trim_end_matches('/');
+                Url::parse(&format!("{base}/detect"))
+                    .map_err(|e| ConfigError(format!("malformed setting UPSTREAM_BASE_URL: {e}")))?
+            }
+        };
+        if !redis_url.starts_with("redis://") && !redis_url.starts_with("rediss://") {
+            return Err(ConfigError(
+                "malformed setting REDIS_URL: expected redis://host:port or rediss://...".into(),
+            ));
+        }
+        if self.jwt_ttl_seconds == 0 {
+            return Err(ConfigError(
+                "malformed setting GATEWAY_JWT_TTL_SECONDS: must be at least 1".into(),
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError(
+                "malformed setting GATEWAY_MAX_BODY_BYTES: must be at least 1024".into(),
+            ));
+        }
+        let ssrf_allow: Vec<String> = self
+            .ssrf_allow
+            .into_iter()
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty())
+            .collect();
+        faceswap_upstream::ssrf::SsrfGuard::new(&ssrf_allow)
+            .map_err(|e| ConfigError(format!("malformed setting GATEWAY_SSRF_ALLOW: {e}")))?;
+        Ok(Config {
+            database_url,
+            redis_url,
+            bind: self.bind,
+            upstream_base_url,
+            upstream_detect_url,
+            upstream_client_id,
+            upstream_client_secret,
+            upstream_timeout: Duration::from_millis(self.upstream_timeout_ms),
+            upstream_connect_timeout: Duration::from_millis(self.upstream_connect_timeout_ms),
+            jwt: JwtSettings {
+                issuer: self.jwt_issuer,
+                audience: self.jwt_audience,
+                ttl: Duration::from_secs(self.jwt_ttl_seconds),
+                private_key_file: self.jwt_private_key_file,
+            },
+            max_body_bytes: self.max_body_bytes,
+            ssrf_allow,
+            redis_prefix: self.redis_prefix,
+            db_max_connections: self.db_max_connections,
+            skip_migrations: self.skip_migrations,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["gw"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .map_err(|e| ConfigError(e.to_string()))?
+            .serve
+            .into_config()
+    }
+
+    const FULL: &[&str] = &[
+        "--database-url",
+        "postgres://localhost/db",
+        "--redis-url",
+        "redis://127.0.0.1:6379",
+        "--upstream-base-url",
+        "http://127.0.0.1:9090",
+        "--upstream-client-id",
+        "id",
+        "--upstream-client-secret",
+        "secret",
+    ];
+
+    #[test]
+    fn a_complete_configuration_gets_working_defaults() {
+        let cfg = parse(FULL).unwrap();
+        assert_eq!(cfg.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            cfg.upstream_detect_url.as_str(),
+            "http://127.0.0.1:9090/detect"
+        );
+        assert!(cfg.ssrf_allow.is_empty());
+        assert_eq!(cfg.max_body_bytes, 16 * 1024 * 1024);
+    }
+
+    #[test]
+    fn each_missing_setting_is_named() {
+        // Built from explicit flags, then emptied field by field: the process environment
+        // (which clap would consult for an absent flag) plays no part.
+        let full = || Cli::try_parse_from([&["gw"], FULL].concat()).unwrap().serve;
+        let cases: [(&str, fn(&mut ServeArgs)); 5] = [
+            ("DATABASE_URL", |a| a.database_url = None),
+            ("REDIS_URL", |a| a.redis_url = None),
+            ("UPSTREAM_BASE_URL", |a| a.upstream_base_url = None),
+            ("UPSTREAM_CLIENT_ID", |a| a.upstream_client_id = None),
+            ("UPSTREAM_CLIENT_SECRET", |a| {
+                a.upstream_client_secret = None
+            }),
+        ];
+        for (var, clear) in cases {
+            let mut args = full();
+            clear(&mut args);
+            let err = args.into_config().unwrap_err();
+            assert!(
+                err.0.starts_with(&format!("missing setting {var}")),
+                "{err}"
+            );
+            assert!(!err.0.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn malformed_settings_are_named() {
+        let mut args = FULL.to_vec();
+        args.extend(["--ssrf-allow", "10.0.0.0/99"]);
+        assert!(parse(&args).unwrap_err().0.contains("GATEWAY_SSRF_ALLOW"));
+        let mut args = FULL.to_vec();
+        args[3] = "http://not-redis";
+        assert!(parse(&args).unwrap_err().0.contains("REDIS_URL"));
+        let mut args = FULL.to_vec();
+        args.extend(["--bind", "nope"]);
+        assert!(parse(&args).unwrap_err().0.contains("GATEWAY_BIND"));
+    }
+
+    #[test]
+    fn the_detect_url_can_be_set_apart_from_the_base() {
+        let mut args = FULL.to_vec();
+        args.extend([
+            "--upstream-detect-url",
+            "http://detect.example/x/detect_faces",
+        ]);
+        let cfg = parse(&args).unwrap();
+        assert_eq!(
+            cfg.upstream_detect_url.as_str(),
+            "http://detect.example/x/detect_faces"
+        );
+    }
+}

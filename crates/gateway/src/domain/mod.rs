@@ -1,0 +1,7 @@
+//! Domain rules: identifiers, credentials, quotas and the session life cycle. No I/O here; the
+//! HTTP layer and the store call these plain functions.
+
+pub mod credentials;
+pub mod ids;
+pub mod quota;
+pub mod session;

@@ -1,0 +1,159 @@
+//! Extractors whose rejections are [`ApiError`]s, so malformed input gets the envelope (1003,
+//! 413) instead of axum's plain-text answers, and the authenticated tenant.
+
+use std::time::Instant;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::auth::api_keys::KeyOwner;
+use crate::auth::jwt::TokenError;
+use crate::auth::passwords;
+use crate::domain::credentials::ApiKey;
+use crate::domain::ids::TenantId;
+use crate::store;
+
+/// The raw body, size-capped.
+pub struct Body(pub Bytes);
+
+impl FromRequest<AppState> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(req, state)
+            .await
+            .map(Body)
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(state.settings.max_body_bytes)
+                } else {
+                    ApiError::BadRequest(format!(
+                        "request body could not be read: {}",
+                        e.body_text()
+                    ))
+                }
+            })
+    }
+}
+
+/// A JSON body; any parse failure is a 1003 naming the problem.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Body(bytes) = Body::from_request(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses JSON, with the parser's message as the 1003 reason.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// The tenant a call is made for, from `Authorization: Bearer <token or API key>` or
+/// `x-api-key: <API key or token>`. Authorization wins when both are sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Tenant {
+    /// The tenant.
+    pub id: TenantId,
+    /// The credential the call authenticated with.
+    pub credential_id: Uuid,
+}
+
+impl FromRequestParts<AppState> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let presented = presented_credential(&parts.headers)?;
+        match ApiKey::parse(presented) {
+            Some(key) => authenticate_api_key(state, presented, &key).await,
+            None => authenticate_token(state, presented).await,
+        }
+    }
+}
+
+fn presented_credential(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = if let Some(auth) = headers.get(AUTHORIZATION) {
+        let auth = auth
+            .to_str()
+            .map_err(|_| ApiError::AuthInvalid("the header is not valid text"))?
+            .trim();
+        match auth.get(..6) {
+            Some(scheme) if scheme.eq_ignore_ascii_case("bearer") => auth[6..].trim(),
+            _ if auth.is_empty() => "",
+            _ => return Err(ApiError::AuthInvalid("expected `Bearer <token>`")),
+        }
+    } else if let Some(key) = headers.get("x-api-key") {
+        key.to_str()
+            .map_err(|_| ApiError::AuthInvalid("the header is not valid text"))?
+            .trim()
+    } else {
+        ""
+    };
+    if value.is_empty() {
+        Err(ApiError::AuthMissing)
+    } else {
+        Ok(value)
+    }
+}
+
+async fn authenticate_token(state: &AppState, token: &str) -> Result<Tenant, ApiError> {
+    let claims = state.token_keys.verify(token).await.map_err(|e| match e {
+        TokenError::Expired => ApiError::AuthInvalid("the token has expired"),
+        TokenError::Invalid => ApiError::AuthInvalid("the token is not valid"),
+    })?;
+    let id = TenantId::parse(&claims.sub)
+        .map_err(|_| ApiError::AuthInvalid("the token is not valid"))?;
+    Ok(Tenant {
+        id,
+        credential_id: claims.cid,
+    })
+}
+
+async fn authenticate_api_key(
+    state: &AppState,
+    presented: &str,
+    key: &ApiKey,
+) -> Result<Tenant, ApiError> {
+    let now = Instant::now();
+    if let Some(owner) = state.api_keys.get(presented, now) {
+        return Ok(Tenant {
+            id: TenantId(owner.tenant_id),
+            credential_id: owner.credential_id,
+        });
+    }
+    let mut conn = state.db.acquire().await?;
+    let found =
+        store::credentials::find_active(&mut conn, store::credentials::Kind::ApiKey, &key.id)
+            .await?;
+    drop(conn);
+    let Some(row) = found else {
+        return Err(ApiError::AuthInvalid("unknown or revoked API key"));
+    };
+    if !passwords::verify_blocking(key.secret.clone(), row.secret_hash).await {
+        return Err(ApiError::AuthInvalid("unknown or revoked API key"));
+    }
+    let owner = KeyOwner {
+        tenant_id: row.tenant_id,
+        credential_id: row.credential_id,
+    };
+    state.api_keys.put(presented, owner, now);
+    Ok(Tenant {
+        id: TenantId(row.tenant_id),
+        credential_id: row.credential_id,
+    })
+}

@@ -1,0 +1,191 @@
+//! The HTTP surface: one file per resource, each with its handlers; this module builds the
+//! router and the OpenAPI document from the same registrations.
+
+mod detect;
+pub mod error;
+pub mod extract;
+mod live;
+mod meta;
+mod sessions;
+mod token;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use faceswap_upstream::UpstreamClient;
+use faceswap_upstream::ssrf::SsrfGuard;
+use faceswap_wire::SourceImage;
+use sqlx::PgPool;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use self::error::ApiError;
+use crate::auth::api_keys::ApiKeyCache;
+use crate::auth::jwt::TokenKeys;
+use crate::cache::Cache;
+use crate::upstream_token::UpstreamTokens;
+
+/// Settings the handlers read.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Request body cap.
+    pub max_body_bytes: usize,
+}
+
+/// Everything the handlers share; each destructures what it uses.
+#[derive(Clone)]
+pub struct AppState {
+    /// Postgres.
+    pub db: PgPool,
+    /// Redis.
+    pub cache: Cache,
+    /// The upstream API.
+    pub upstream: UpstreamClient,
+    /// The upstream token, shared through Redis.
+    pub upstream_tokens: Arc<UpstreamTokens>,
+    /// The gateway's token keys.
+    pub token_keys: Arc<TokenKeys>,
+    /// Recently verified API keys.
+    pub api_keys: Arc<ApiKeyCache>,
+    /// The URL guard.
+    pub ssrf: Arc<SsrfGuard>,
+    /// Settings.
+    pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    /// Refuses source image URLs the upstream must not fetch: non-http(s) schemes, and hosts
+    /// that are private or loopback literals or `localhost` (unless allow-listed).
+    pub fn ssrf_check_sources(&self, sources: &[SourceImage]) -> Result<(), ApiError> {
+        for (i, s) in sources.iter().enumerate() {
+            let bad = |why: String| ApiError::BadRequest(format!("sourceImage[{i}].path {why}"));
+            let url =
+                url::Url::parse(s.path.trim()).map_err(|e| bad(format!("is not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(bad("must be an http or https URL".into()));
+            }
+            let addr = match url.host() {
+                Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
+                Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),
+                Some(url::Host::Domain(d)) => {
+                    let d = d.to_ascii_lowercase();
+                    (d == "localhost" || d.ends_with(".localhost"))
+                        .then_some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+                        .filter(|_| !self.ssrf.allows_host(&d))
+                }
+                None => return Err(bad("has no host".into())),
+            };
+            if let Some(addr) = addr {
+                self.ssrf
+                    .check_addr(addr)
+                    .map_err(|e| bad(format!("is refused: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The auth schemes the document refers to.
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A gateway token from getToken, or an API key (`fsk_…`)",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "x-api-key",
+                "An API key (`fsk_…`) or a gateway token; Authorization wins when both are sent",
+            ))),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    modifiers(&SecuritySchemes),
+    info(
+        title = "Live Face Swap gateway",
+        description = "A multi-tenant, drop-in gateway for the Live Face Swap API."
+    ),
+    tags(
+        (name = "token", description = "Client credentials for gateway tokens"),
+        (name = "detect", description = "Face detection"),
+        (name = "live", description = "Live face swap sessions (drop-in)"),
+        (name = "sessions", description = "Gateway extensions for sessions and usage"),
+        (name = "meta", description = "Keys and probes"),
+    )
+)]
+struct ApiDoc;
+
+/// Every route, registered with its documentation.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(token::get_token))
+        .routes(routes!(detect::detect))
+        .routes(routes!(detect::detect_faces))
+        .routes(routes!(live::create_session))
+        .routes(routes!(live::update_session))
+        .routes(routes!(live::close_session))
+        .routes(routes!(live::session_info))
+        .routes(routes!(sessions::list_sessions))
+        .routes(routes!(sessions::heartbeat_session))
+        .routes(routes!(sessions::get_usage))
+        .routes(routes!(meta::jwks))
+        .routes(routes!(meta::livez))
+        .routes(routes!(meta::readyz))
+}
+
+/// The OpenAPI document, built without any I/O.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+/// The application router.
+pub fn router(state: AppState) -> axum::Router {
+    let max_body = state.settings.max_body_bytes;
+    let (router, _) = routes().split_for_parts();
+    router
+        .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_committed_openapi_document_matches_the_code() {
+        let generated = super::openapi().to_pretty_json().unwrap();
+        let committed = include_str!("../../../../openapi/openapi.json");
+        assert!(
+            committed.trim_end() == generated.trim_end(),
+            "openapi/openapi.json is stale: run `faceswap-gateway openapi > openapi/openapi.json`"
+        );
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_both_auth_schemes() {
+        let doc: serde_json::Value = serde_json::to_value(super::openapi()).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let schemes = &doc["components"]["securitySchemes"];
+        assert_eq!(schemes["bearer"]["scheme"], "bearer");
+        assert_eq!(schemes["api_key"]["name"], "x-api-key");
+    }
+}

@@ -1,0 +1,134 @@
+//! Building and running the application from its configuration.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use faceswap_upstream::ssrf::SsrfGuard;
+use faceswap_upstream::{UpstreamClient, UpstreamConfig};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+
+use crate::auth::api_keys::ApiKeyCache;
+use crate::auth::jwt::TokenKeys;
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::http::{self, AppState, Settings};
+use crate::upstream_token::UpstreamTokens;
+
+/// A bound, ready-to-run gateway.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+/// Connects to Postgres (failing fast when it is down) without applying migrations.
+pub async fn connect_db(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect(url)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to DATABASE_URL: {e}"))
+}
+
+impl Application {
+    /// Connects, migrates (unless told not to), and binds `config.bind`.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = connect_db(&config.database_url, config.db_max_connections).await?;
+        if !config.skip_migrations {
+            crate::MIGRATOR
+                .run(&db)
+                .await
+                .map_err(|e| anyhow::anyhow!("applying migrations failed: {e}"))?;
+        }
+        Self::build_with_pool(config, db).await
+    }
+
+    /// Builds on an existing (migrated) pool; tests pass a fresh database's pool.
+    pub async fn build_with_pool(config: Config, db: PgPool) -> anyhow::Result<Self> {
+        let cache = Cache::new(&config.redis_url, &config.redis_prefix)?;
+        let upstream = UpstreamClient::new(UpstreamConfig {
+            base_url: config.upstream_base_url.clone(),
+            detect_url: config.upstream_detect_url.clone(),
+            timeout: config.upstream_timeout,
+            connect_timeout: config.upstream_connect_timeout,
+        })?;
+        let upstream_tokens = Arc::new(UpstreamTokens::new(
+            upstream.clone(),
+            config.upstream_client_id.clone(),
+            config.upstream_client_secret.clone(),
+            cache.clone(),
+        ));
+        let token_keys = TokenKeys::load(
+            &db,
+            config.jwt.private_key_file.as_deref(),
+            config.jwt.issuer.clone(),
+            config.jwt.audience.clone(),
+            config.jwt.ttl,
+        )
+        .await?;
+        let ssrf = SsrfGuard::new(&config.ssrf_allow).map_err(|e| anyhow::anyhow!(e))?;
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on GATEWAY_BIND {}: {e}", config.bind))?;
+        let state = AppState {
+            db,
+            cache,
+            upstream,
+            upstream_tokens,
+            token_keys: Arc::new(token_keys),
+            api_keys: Arc::new(ApiKeyCache::default()),
+            ssrf: Arc::new(ssrf),
+            settings: Arc::new(Settings {
+                max_body_bytes: config.max_body_bytes,
+            }),
+        };
+        Ok(Self { listener, state })
+    }
+
+    /// The bound address (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The shared state (tests read counters from it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let app = http::router(self.state);
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; draining");
+}

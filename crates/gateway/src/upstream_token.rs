@@ -1,0 +1,291 @@
+//! The upstream access token, shared by every replica through Redis.
+//!
+//! One caller at a time, across all replicas, fetches a new token (a Redis lock with expiry);
+//! the others wait for it to appear. Within a process a mutex keeps the waiting to one task. The
+//! token is refreshed a little before its `exp`, and at once when the upstream refuses it. When
+//! Redis is unreachable each process falls back to its own copy and fetches for itself.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use faceswap_upstream::{UpstreamClient, UpstreamError};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::Cache;
+
+/// How long a fetcher may hold the refresh lock before others may take over.
+const LOCK_TTL: Duration = Duration::from_secs(10);
+/// How often waiters look for the new token.
+const POLL: Duration = Duration::from_millis(20);
+/// Longest refresh margin, however long the token lives.
+const MAX_MARGIN_MS: i64 = 300_000;
+
+/// A token with its lifetime, as kept locally and in Redis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedToken {
+    /// The upstream token.
+    pub token: String,
+    /// Its `exp`, Unix milliseconds.
+    pub expires_at_ms: i64,
+    /// When it was fetched, Unix milliseconds.
+    pub fetched_at_ms: i64,
+}
+
+/// Whether a token fetched at `fetched` and dying at `expires` should be replaced at `now`:
+/// once a tenth of its lifetime (at most five minutes) is left.
+pub fn refresh_due(fetched: i64, expires: i64, now: i64) -> bool {
+    let margin = ((expires - fetched) / 10).clamp(0, MAX_MARGIN_MS);
+    now >= expires - margin
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl CachedToken {
+    fn is_fresh(&self, now: i64) -> bool {
+        !refresh_due(self.fetched_at_ms, self.expires_at_ms, now)
+    }
+
+    fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+// Deletes the shared token only if it is still the one the caller saw refused, so a token that
+// another replica already replaced is not thrown away.
+const DELETE_IF_EQUAL: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+/// Provides the upstream token to every upstream call.
+pub struct UpstreamTokens {
+    client: UpstreamClient,
+    client_id: String,
+    client_secret: String,
+    cache: Cache,
+    local: Mutex<Option<CachedToken>>,
+    refresh: tokio::sync::Mutex<()>,
+    fetches: AtomicU64,
+}
+
+impl UpstreamTokens {
+    /// Tokens for the account `client_id`.
+    pub fn new(
+        client: UpstreamClient,
+        client_id: String,
+        client_secret: String,
+        cache: Cache,
+    ) -> Self {
+        Self {
+            client,
+            client_id,
+            client_secret,
+            cache,
+            local: Mutex::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+            fetches: AtomicU64::new(0),
+        }
+    }
+
+    /// getToken calls this process has made.
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    fn local_fresh(&self, now: i64) -> Option<CachedToken> {
+        let local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        local.as_ref().filter(|t| t.is_fresh(now)).cloned()
+    }
+
+    fn set_local(&self, token: CachedToken) {
+        *self.local.lock().unwrap_or_else(|e| e.into_inner()) = Some(token);
+    }
+
+    /// Runs `call` with the current token; when the upstream refuses the token, refreshes it
+    /// and runs `call` once more.
+    pub async fn with_token<T, F, Fut>(&self, call: F) -> Result<T, UpstreamError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
+        let token = self.current().await?;
+        match call(token.token.clone()).await {
+            Err(e) if e.is_token_rejected() => {
+                tracing::info!("upstream refused its token; refreshing");
+                self.invalidate(&token).await;
+                let fresh = self.current().await?;
+                call(fresh.token).await
+            }
+            other => other,
+        }
+    }
+
+    /// A token that is not due for refresh.
+    pub async fn current(&self) -> Result<CachedToken, UpstreamError> {
+        if let Some(t) = self.local_fresh(now_ms()) {
+            return Ok(t);
+        }
+        let _single_flight = self.refresh.lock().await;
+        if let Some(t) = self.local_fresh(now_ms()) {
+            return Ok(t);
+        }
+        let token = self.shared_or_local().await?;
+        self.set_local(token.clone());
+        Ok(token)
+    }
+
+    /// The token through Redis: the fresh shared one, or a new one fetched under the lock.
+    async fn shared_token(&self) -> Result<CachedToken, SharedError> {
+        let key = self.cache.key("upstream:token");
+        let lock_key = self.cache.key("upstream:token:lock");
+        let deadline = tokio::time::Instant::now() + LOCK_TTL * 2;
+        loop {
+            let stored: Option<String> = self.cache.query(redis::cmd("GET").arg(&key)).await?;
+            if let Some(t) = stored.and_then(|s| serde_json::from_str::<CachedToken>(&s).ok())
+                && t.is_fresh(now_ms())
+            {
+                return Ok(t);
+            }
+            let nonce = uuid::Uuid::new_v4().to_string();
+            let acquired: Option<String> = self
+                .cache
+                .query(
+                    redis::cmd("SET")
+                        .arg(&lock_key)
+                        .arg(&nonce)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(LOCK_TTL.as_millis() as u64),
+                )
+                .await?;
+            if acquired.is_some() {
+                let fetched = self.fetch().await;
+                if let Ok(t) = &fetched {
+                    let ttl_ms = (t.expires_at_ms - now_ms()).max(1);
+                    let stored: Result<(), _> = self
+                        .cache
+                        .query(
+                            redis::cmd("SET")
+                                .arg(&key)
+                                .arg(t.encode())
+                                .arg("PX")
+                                .arg(ttl_ms),
+                        )
+                        .await;
+                    if let Err(e) = stored {
+                        tracing::warn!(error = %e, "could not share the upstream token");
+                    }
+                }
+                let released: Result<i64, _> = self
+                    .cache
+                    .script(
+                        &redis::Script::new(DELETE_IF_EQUAL),
+                        &[&lock_key],
+                        &[&nonce],
+                    )
+                    .await;
+                if let Err(e) = released {
+                    tracing::warn!(error = %e, "could not release the token lock; it expires by itself");
+                }
+                return fetched.map_err(SharedError::Upstream);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                // The holder is stuck or gone and its lock has not lapsed yet: fetch ourselves.
+                return self.fetch().await.map_err(SharedError::Upstream);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn fetch(&self) -> Result<CachedToken, UpstreamError> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let fetched_at_ms = now_ms();
+        let issued = self
+            .client
+            .get_token(&self.client_id, &self.client_secret)
+            .await?;
+        tracing::info!(
+            expires_at = issued.expires_at,
+            "fetched a new upstream token"
+        );
+        Ok(CachedToken {
+            token: issued.token,
+            expires_at_ms: issued.expires_at.saturating_mul(1000),
+            fetched_at_ms,
+        })
+    }
+
+    /// Forgets a token the upstream refused, locally and (if still the same) in Redis.
+    pub async fn invalidate(&self, refused: &CachedToken) {
+        {
+            let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+            if local.as_ref() == Some(refused) {
+                *local = None;
+            }
+        }
+        let key = self.cache.key("upstream:token");
+        let deleted: Result<i64, _> = self
+            .cache
+            .script(
+                &redis::Script::new(DELETE_IF_EQUAL),
+                &[&key],
+                &[&refused.encode()],
+            )
+            .await;
+        if let Err(e) = deleted {
+            tracing::warn!(error = %e, "could not drop the refused token from redis");
+        }
+    }
+}
+
+/// Why the shared path did not give a token.
+#[derive(Debug, thiserror::Error)]
+enum SharedError {
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
+    #[error(transparent)]
+    Upstream(UpstreamError),
+}
+
+impl UpstreamTokens {
+    /// Unwraps the shared path: upstream errors are final, cache errors mean "go local".
+    async fn shared_or_local(&self) -> Result<CachedToken, UpstreamError> {
+        match self.shared_token().await {
+            Ok(t) => Ok(t),
+            Err(SharedError::Upstream(e)) => Err(e),
+            Err(SharedError::Cache(e)) => {
+                tracing::warn!(error = %e, "redis unavailable; using a per-process upstream token");
+                self.fetch().await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_day_long_token_is_refreshed_five_minutes_early() {
+        let day = 86_400_000;
+        assert!(!refresh_due(0, day, day - MAX_MARGIN_MS - 1));
+        assert!(refresh_due(0, day, day - MAX_MARGIN_MS));
+    }
+
+    #[test]
+    fn a_short_token_is_refreshed_with_a_tenth_of_its_life_left() {
+        assert!(!refresh_due(0, 3_000, 2_699));
+        assert!(refresh_due(0, 3_000, 2_700));
+        assert!(refresh_due(0, 3_000, 5_000));
+    }
+
+    #[test]
+    fn a_token_already_dead_when_fetched_is_due_at_once() {
+        assert!(refresh_due(10_000, 5_000, 10_000));
+    }
+}

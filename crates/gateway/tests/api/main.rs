@@ -1,0 +1,12 @@
+//! The gateway over HTTP: real Postgres (a fresh database per test), real Redis (a private key
+//! prefix per test) and the real simulator as upstream.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+mod auth;
+mod detect;
+mod flow;
+mod isolation;
+mod quota;
+mod sessions;
+mod upstream_token;

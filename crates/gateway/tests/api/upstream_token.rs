@@ -1,0 +1,73 @@
+use std::time::Duration;
+
+use faceswap_testkit::{TestApp, b64, testdata};
+use futures_util::future::join_all;
+use serde_json::json;
+use sqlx::PgPool;
+
+/// `n` detections spread over both replicas at once; all must succeed.
+async fn burst(a: &TestApp, b: &TestApp, token: &str, n: usize) {
+    let img = b64(&testdata("face.jpg"));
+    let body = json!({"img": img});
+    let answers = join_all((0..n).map(|i| {
+        let app = if i % 2 == 0 { a } else { b };
+        let body = body.clone();
+        async move { app.post("/detect", &body, Some(token)).await }
+    }))
+    .await;
+    for (status, resp) in answers {
+        assert_eq!(status, 200, "{resp}");
+    }
+}
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn two_replicas_fetch_the_upstream_token_once_and_again_once_after_it_expires(pool: PgPool) {
+    let a = TestApp::builder()
+        .sim_flags(&["--token-ttl-seconds", "3"])
+        .spawn(pool)
+        .await;
+    let b = a.spawn_replica().await;
+    let token = a.token(&a.tenant(1, None).await).await;
+
+    burst(&a, &b, &token, 20).await;
+    assert_eq!(
+        a.sim_stats().await.calls.get_token,
+        1,
+        "one fetch for all requests of both replicas"
+    );
+
+    // Past the token's exp (3 s, second resolution) every replica needs a new one.
+    tokio::time::sleep(Duration::from_millis(4_100)).await;
+    burst(&a, &b, &token, 20).await;
+    assert_eq!(
+        a.sim_stats().await.calls.get_token,
+        2,
+        "one more fetch after expiry"
+    );
+    assert_eq!(
+        a.state.upstream_tokens.fetches() + b.state.upstream_tokens.fetches(),
+        2
+    );
+}
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn a_refused_token_is_replaced_once_and_the_calls_retried(pool: PgPool) {
+    let a = TestApp::spawn(pool).await;
+    let b = a.spawn_replica().await;
+    let token = a.token(&a.tenant(1, None).await).await;
+    burst(&a, &b, &token, 4).await;
+    assert_eq!(a.sim_stats().await.calls.get_token, 1);
+
+    a.sim_post("/sim/expire-tokens").await;
+    burst(&a, &b, &token, 20).await;
+    let stats = a.sim_stats().await;
+    assert_eq!(
+        stats.calls.get_token, 2,
+        "one refresh for all the refused calls"
+    );
+    assert!(
+        stats.calls.detect > 24,
+        "refused calls were retried: {}",
+        stats.calls.detect
+    );
+}

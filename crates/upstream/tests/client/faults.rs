@@ -1,0 +1,158 @@
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use faceswap_upstream::{Call, UpstreamError};
+use faceswap_wire::Code;
+
+use crate::helpers::{
+    CLIENT_ID, CLIENT_SECRET, client_for, create_request, spawn_sim, spawn_sim_with_timeout,
+};
+
+#[tokio::test]
+async fn a_closed_port_is_a_connect_error_that_was_not_delivered() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let client = client_for(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(5));
+    let err = client
+        .get_token(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UpstreamError::Connect {
+                call: Call::GetToken,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.maybe_delivered());
+    let msg = err.to_string();
+    assert!(
+        msg.to_lowercase().contains("refused"),
+        "the source chain is kept: {msg}"
+    );
+    assert!(
+        !msg.contains(&port.to_string()),
+        "no URL in the message: {msg}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_upstream_times_out_and_may_have_acted() {
+    let sim = spawn_sim_with_timeout(&["--latency-ms", "2000"], Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let err = sim
+        .client
+        .get_token(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        UpstreamError::Timeout {
+            call: Call::GetToken
+        }
+    );
+    assert!(err.maybe_delivered());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_times_out() {
+    let sim = spawn_sim_with_timeout(&[], Duration::from_millis(300)).await;
+    let token = sim.token().await;
+    sim.set_config(serde_json::json!({"timeout_rate": 1.0}))
+        .await;
+    let err = sim
+        .client
+        .create(&token.token, &create_request())
+        .await
+        .unwrap_err();
+    assert_eq!(err, UpstreamError::Timeout { call: Call::Create });
+    assert!(err.maybe_delivered());
+}
+
+#[tokio::test]
+async fn injected_errors_are_status_503_with_code_1503() {
+    let sim = spawn_sim(&["--error-rate", "1.0"]).await;
+    let err = sim
+        .client
+        .get_token(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UpstreamError::Status {
+                call: Call::GetToken,
+                status: 503,
+                code: Some(Code(1503)),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.maybe_delivered());
+    let err = sim
+        .client
+        .detect("t", Bytes::from_static(br#"{"img":"x"}"#))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UpstreamError::Status {
+                call: Call::Detect,
+                status: 503,
+                code: Some(Code(1503)),
+                ..
+            }
+        ),
+        "detect's error_code shape: {err:?}"
+    );
+    let err = sim.client.close("t", "x").await.unwrap_err();
+    assert!(
+        matches!(err, UpstreamError::Status { status: 503, .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_connection_may_have_been_delivered() {
+    let sim = spawn_sim(&[]).await;
+    let token = sim.token().await;
+    sim.set_config(serde_json::json!({"drop_rate": 1.0})).await;
+    for _ in 0..3 {
+        let err = sim.client.info(&token.token, "x").await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                UpstreamError::Transport {
+                    call: Call::Info,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.maybe_delivered(), "{err:?}");
+    }
+    sim.set_config(serde_json::json!({"drop_rate": 0.0})).await;
+    let err = sim.client.info(&token.token, "x").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UpstreamError::Business {
+                code: Code::PARAM_ERROR,
+                ..
+            }
+        ),
+        "the pool recovers after drops: {err:?}"
+    );
+}
