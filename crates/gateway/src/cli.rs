@@ -19,9 +19,6 @@ pub struct Cli {
 enum Command {
     /// Run the gateway (applies migrations first unless GATEWAY_SKIP_MIGRATIONS is set).
     Serve {
-        /// What this process runs: the API, the background workers, or both.
-        #[arg(long, value_enum, default_value = "all")]
-        role: Role,
         #[command(flatten)]
         args: Box<ServeArgs>,
     },
@@ -37,17 +34,6 @@ enum Command {
     },
     /// Print the OpenAPI document (no database or network needed).
     Openapi,
-}
-
-/// Process roles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Role {
-    /// The HTTP API only.
-    Api,
-    /// The background workers only.
-    Worker,
-    /// Both.
-    All,
 }
 
 #[derive(Debug, clap::Args)]
@@ -80,6 +66,35 @@ enum TenantCommand {
         /// Total session-seconds the tenant may use (no budget when unset).
         #[arg(long)]
         session_seconds: Option<i64>,
+        /// Seconds without a call naming a session before it is closed as idle.
+        #[arg(long, default_value_t = tenants::DEFAULT_IDLE_TIMEOUT_SECONDS)]
+        idle_timeout_seconds: i32,
+        /// Longest a session may stay open, in seconds.
+        #[arg(long, default_value_t = tenants::DEFAULT_MAX_SESSION_SECONDS)]
+        max_session_seconds: i32,
+    },
+    /// Change a tenant's quota or session settings (only the flags given).
+    Update {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The tenant (`ten_…`).
+        #[arg(long)]
+        tenant_id: String,
+        /// Sessions the tenant may have open at once.
+        #[arg(long)]
+        max_concurrent_sessions: Option<i32>,
+        /// Total session-seconds the tenant may use.
+        #[arg(long, conflicts_with = "no_session_budget")]
+        session_seconds: Option<i64>,
+        /// Remove the session-seconds budget.
+        #[arg(long)]
+        no_session_budget: bool,
+        /// Idle timeout, seconds.
+        #[arg(long)]
+        idle_timeout_seconds: Option<i32>,
+        /// Longest session, seconds.
+        #[arg(long)]
+        max_session_seconds: Option<i32>,
     },
     /// Issue an API key (usable as `x-api-key`) to a tenant; prints it once.
     ApiKey {
@@ -124,12 +139,12 @@ pub async fn run() -> i32 {
 
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { role, args } => {
+        Command::Serve { args } => {
             let log_format = args.log_format;
             let config = (*args).into_config()?;
             crate::telemetry::init(log_format);
             let app = Application::build(config).await?;
-            tracing::info!(addr = %app.local_addr(), ?role, "faceswap-gateway listening");
+            tracing::info!(addr = %app.local_addr(), role = ?app.role(), "faceswap-gateway listening");
             app.run_until_stopped(shutdown_signal()).await
         }
         Command::Migrate { db } => {
@@ -155,12 +170,53 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
             name,
             max_concurrent_sessions,
             session_seconds,
+            idle_timeout_seconds,
+            max_session_seconds,
         } => {
             let pool = connect_db(db.url()?, 2).await?;
             crate::MIGRATOR.run(&pool).await?;
-            let created =
-                tenants::create(&pool, &name, max_concurrent_sessions, session_seconds).await?;
+            let settings = tenants::TenantSettings {
+                name,
+                max_concurrent_sessions,
+                session_seconds_budget: session_seconds,
+                idle_timeout_seconds,
+                max_session_seconds,
+            };
+            let created = tenants::create(&pool, &settings).await?;
             println!("{}", serde_json::to_string_pretty(&created)?);
+            Ok(())
+        }
+        TenantCommand::Update {
+            db,
+            tenant_id,
+            max_concurrent_sessions,
+            session_seconds,
+            no_session_budget,
+            idle_timeout_seconds,
+            max_session_seconds,
+        } => {
+            let tenant =
+                TenantId::parse(&tenant_id).map_err(|e| anyhow::anyhow!("--tenant-id: {e}"))?;
+            let pool = connect_db(db.url()?, 2).await?;
+            let changes = tenants::TenantChanges {
+                max_concurrent_sessions,
+                session_seconds_budget: if no_session_budget {
+                    Some(None)
+                } else {
+                    session_seconds.map(Some)
+                },
+                idle_timeout_seconds,
+                max_session_seconds,
+            };
+            let row = tenants::update(&pool, tenant, &changes).await?;
+            let shown = serde_json::json!({
+                "tenant_id": tenant.to_string(),
+                "max_concurrent_sessions": row.max_concurrent_sessions,
+                "session_seconds_budget": row.session_seconds_budget,
+                "idle_timeout_seconds": row.idle_timeout_seconds,
+                "max_session_seconds": row.max_session_seconds,
+            });
+            println!("{}", serde_json::to_string_pretty(&shown)?);
             Ok(())
         }
         TenantCommand::ApiKey { db, tenant_id } => {

@@ -135,6 +135,90 @@ pub struct ServeArgs {
     /// Do not apply migrations at start-up (when a separate job runs `migrate`).
     #[arg(long, env = "GATEWAY_SKIP_MIGRATIONS", default_value_t = false)]
     pub skip_migrations: bool,
+    /// What this process runs: the API, the background workers, or both.
+    #[arg(
+        long,
+        env = "GATEWAY_ROLE",
+        value_name = "GATEWAY_ROLE",
+        value_enum,
+        default_value = "all"
+    )]
+    pub role: Role,
+    /// Pause of an idle worker between steps, in milliseconds.
+    #[arg(
+        long,
+        env = "GATEWAY_WORKER_TICK_MS",
+        value_name = "GATEWAY_WORKER_TICK_MS",
+        default_value_t = 1_000
+    )]
+    pub worker_tick_ms: u64,
+    /// Rows a worker claims per step.
+    #[arg(
+        long,
+        env = "GATEWAY_WORKER_BATCH",
+        value_name = "GATEWAY_WORKER_BATCH",
+        default_value_t = 100
+    )]
+    pub worker_batch: i64,
+    /// How long a worker's claim on a row lasts, in milliseconds; must exceed the upstream timeout.
+    #[arg(
+        long,
+        env = "GATEWAY_WORKER_LEASE_MS",
+        value_name = "GATEWAY_WORKER_LEASE_MS",
+        default_value_t = 60_000
+    )]
+    pub worker_lease_ms: u64,
+    /// How often the status monitor asks the upstream about an unsettled session, in milliseconds.
+    #[arg(
+        long,
+        env = "GATEWAY_STATUS_POLL_MS",
+        value_name = "GATEWAY_STATUS_POLL_MS",
+        default_value_t = 2_000
+    )]
+    pub status_poll_ms: u64,
+    /// A session still queuing (status 1) after this many seconds is closed as failed.
+    #[arg(
+        long,
+        env = "GATEWAY_QUEUE_TIMEOUT_SECONDS",
+        value_name = "GATEWAY_QUEUE_TIMEOUT_SECONDS",
+        default_value_t = 120
+    )]
+    pub queue_timeout_seconds: u64,
+    /// A reservation still `creating` after this many seconds belongs to a crashed create and is
+    /// resolved by reconciliation; must exceed the upstream timeout.
+    #[arg(
+        long,
+        env = "GATEWAY_CREATING_TIMEOUT_SECONDS",
+        value_name = "GATEWAY_CREATING_TIMEOUT_SECONDS",
+        default_value_t = 90
+    )]
+    pub creating_timeout_seconds: u64,
+    /// First delay of an upstream close retry, in milliseconds (doubling, at most five minutes).
+    #[arg(
+        long,
+        env = "GATEWAY_CLOSE_RETRY_BASE_MS",
+        value_name = "GATEWAY_CLOSE_RETRY_BASE_MS",
+        default_value_t = 1_000
+    )]
+    pub close_retry_base_ms: u64,
+    /// First delay of a webhook delivery retry, in milliseconds; the schedule (1×, 6×, 24×,
+    /// 120×, 360×, 720×, then every 2160×) spans more than a day at the default.
+    #[arg(
+        long,
+        env = "GATEWAY_WEBHOOK_RETRY_BASE_MS",
+        value_name = "GATEWAY_WEBHOOK_RETRY_BASE_MS",
+        default_value_t = 5_000
+    )]
+    pub webhook_retry_base_ms: u64,
+    /// On SIGTERM, how long `/readyz` reports not-ready before the listener closes, in
+    /// milliseconds (give load balancers time to stop sending).
+    #[arg(
+        long,
+        env = "GATEWAY_DRAIN_DELAY_MS",
+        value_name = "GATEWAY_DRAIN_DELAY_MS",
+        default_value_t = 0
+    )]
+    pub drain_delay_ms: u64,
     /// Log format: `pretty` for people, `json` for collectors.
     #[arg(
         long,
@@ -143,6 +227,29 @@ pub struct ServeArgs {
         default_value = "pretty"
     )]
     pub log_format: LogFormat,
+}
+
+/// Process roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The HTTP API only (and probes).
+    Api,
+    /// The background workers only (and probes).
+    Worker,
+    /// Both.
+    All,
+}
+
+impl Role {
+    /// Whether this process serves the tenant API.
+    pub fn serves_api(self) -> bool {
+        matches!(self, Self::Api | Self::All)
+    }
+
+    /// Whether this process runs the workers.
+    pub fn runs_workers(self) -> bool {
+        matches!(self, Self::Worker | Self::All)
+    }
 }
 
 /// How log lines look.
@@ -187,6 +294,12 @@ pub struct Config {
     pub db_max_connections: u32,
     /// Skip migrations at start-up.
     pub skip_migrations: bool,
+    /// What this process runs.
+    pub role: Role,
+    /// Worker timing.
+    pub workers: crate::workers::WorkerSettings,
+    /// Not-ready period before the listener closes on shutdown.
+    pub drain_delay: Duration,
 }
 
 /// How the gateway's own tokens are made.
@@ -259,6 +372,25 @@ impl ServeArgs {
                 "malformed setting GATEWAY_MAX_BODY_BYTES: must be at least 1024".into(),
             ));
         }
+        let lease = Duration::from_millis(self.worker_lease_ms);
+        let upstream_timeout = Duration::from_millis(self.upstream_timeout_ms);
+        if lease <= upstream_timeout {
+            return Err(ConfigError(format!(
+                "malformed setting GATEWAY_WORKER_LEASE_MS: must exceed UPSTREAM_TIMEOUT_MS ({} ms)",
+                self.upstream_timeout_ms
+            )));
+        }
+        if Duration::from_secs(self.creating_timeout_seconds) <= upstream_timeout {
+            return Err(ConfigError(format!(
+                "malformed setting GATEWAY_CREATING_TIMEOUT_SECONDS: must exceed UPSTREAM_TIMEOUT_MS ({} ms)",
+                self.upstream_timeout_ms
+            )));
+        }
+        if self.worker_batch < 1 || self.worker_tick_ms == 0 {
+            return Err(ConfigError(
+                "malformed setting GATEWAY_WORKER_BATCH / GATEWAY_WORKER_TICK_MS: must be at least 1".into(),
+            ));
+        }
         let ssrf_allow: Vec<String> = self
             .ssrf_allow
             .into_iter()
@@ -288,6 +420,18 @@ impl ServeArgs {
             redis_prefix: self.redis_prefix,
             db_max_connections: self.db_max_connections,
             skip_migrations: self.skip_migrations,
+            role: self.role,
+            workers: crate::workers::WorkerSettings {
+                tick: Duration::from_millis(self.worker_tick_ms),
+                batch: self.worker_batch,
+                lease,
+                poll_interval: Duration::from_millis(self.status_poll_ms),
+                queue_timeout: Duration::from_secs(self.queue_timeout_seconds),
+                creating_timeout: Duration::from_secs(self.creating_timeout_seconds),
+                close_retry_base: Duration::from_millis(self.close_retry_base_ms),
+                webhook_retry_base: Duration::from_millis(self.webhook_retry_base_ms),
+            },
+            drain_delay: Duration::from_millis(self.drain_delay_ms),
         })
     }
 }
@@ -343,7 +487,8 @@ mod tests {
         // Built from explicit flags, then emptied field by field: the process environment
         // (which clap would consult for an absent flag) plays no part.
         let full = || Cli::try_parse_from([&["gw"], FULL].concat()).unwrap().serve;
-        let cases: [(&str, fn(&mut ServeArgs)); 5] = [
+        type Clear = fn(&mut ServeArgs);
+        let cases: [(&str, Clear); 5] = [
             ("DATABASE_URL", |a| a.database_url = None),
             ("REDIS_URL", |a| a.redis_url = None),
             ("UPSTREAM_BASE_URL", |a| a.upstream_base_url = None),

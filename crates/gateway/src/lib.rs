@@ -15,6 +15,7 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod upstream_token;
+pub mod workers;
 
 /// The migrations in `migrations/` at the workspace root.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

@@ -13,14 +13,18 @@ use tokio::net::TcpListener;
 use crate::auth::api_keys::ApiKeyCache;
 use crate::auth::jwt::TokenKeys;
 use crate::cache::Cache;
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::http::{self, AppState, Settings};
 use crate::upstream_token::UpstreamTokens;
+use crate::workers::{self, WorkerSettings};
 
 /// A bound, ready-to-run gateway.
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    role: Role,
+    workers: WorkerSettings,
+    drain_delay: Duration,
 }
 
 /// Connects to Postgres (failing fast when it is down) without applying migrations.
@@ -83,9 +87,18 @@ impl Application {
             ssrf: Arc::new(ssrf),
             settings: Arc::new(Settings {
                 max_body_bytes: config.max_body_bytes,
+                close_retry_base: config.workers.close_retry_base,
+                lease: config.workers.lease,
             }),
+            draining: Arc::default(),
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            role: config.role,
+            workers: config.workers,
+            drain_delay: config.drain_delay,
+        })
     }
 
     /// The bound address (port 0 resolved).
@@ -100,15 +113,48 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    /// What this process runs.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Serves (and runs the workers, per the role) until `shutdown` resolves. Then readiness
+    /// turns false, after the drain delay the listener closes, in-flight requests finish, and
+    /// the workers finish their current step (claims they still hold lapse by their lease).
     pub async fn run_until_stopped(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let app = http::router(self.state);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut worker_tasks = if self.role.runs_workers() {
+            workers::spawn_all(self.state.clone(), self.workers.clone(), stop.clone())
+        } else {
+            tokio::task::JoinSet::new()
+        };
+        let draining = self.state.draining.clone();
+        let drain_delay = self.drain_delay;
+        let app = http::router(self.state, self.role.serves_api());
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                draining.store(true, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(drain_delay).await;
+            })
+            .await;
+        stop.cancel();
+        let grace = self.workers.lease;
+        if tokio::time::timeout(grace, async {
+            while worker_tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "workers did not stop within the grace period; their claims lapse by lease"
+            );
+        }
+        served?;
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use faceswap_gateway::config::{Config, ServeArgs};
+pub use faceswap_gateway::service::tenants::TenantSettings;
 use faceswap_gateway::startup::Application;
 use faceswap_sim::{SimArgs, SimHandle, StatsReport};
 use serde_json::{Value, json};
@@ -35,6 +36,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The running app's state (counters).
     pub state: faceswap_gateway::http::AppState,
+    /// Worker settings of this app's configuration, for driving `run_once` in tests.
+    pub workers: faceswap_gateway::workers::WorkerSettings,
     builder: Builder,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
@@ -103,6 +106,7 @@ impl Builder {
             std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
         });
         let config = config(&sim.base_url(), &redis_url, &prefix, &self.extra_args);
+        let workers = config.workers.clone();
         let app = Application::build_with_pool(config, pool.clone())
             .await
             .expect("gateway builds");
@@ -122,6 +126,7 @@ impl Builder {
                 .build()
                 .unwrap(),
             state,
+            workers,
             builder: self,
             _shutdown: tx,
         }
@@ -152,6 +157,20 @@ fn config(sim_url: &str, redis_url: &str, prefix: &str, extra: &[String]) -> Con
         SIM_CLIENT_SECRET,
         "--upstream-timeout-ms",
         "5000",
+        // Tests drive the workers with `run_once`; these keep their timing short. The API-only
+        // role keeps background loops from racing the test's own steps.
+        "--role",
+        "api",
+        "--worker-tick-ms",
+        "10",
+        "--status-poll-ms",
+        "0",
+        "--close-retry-base-ms",
+        "50",
+        "--worker-lease-ms",
+        "10000",
+        "--creating-timeout-seconds",
+        "10",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -194,14 +213,17 @@ impl TestApp {
         max_concurrent_sessions: i32,
         session_seconds: Option<i64>,
     ) -> TestTenant {
-        let created = faceswap_gateway::service::tenants::create(
-            &self.pool,
-            "test tenant",
-            max_concurrent_sessions,
-            session_seconds,
-        )
-        .await
-        .expect("tenant created");
+        let mut settings = TenantSettings::named("test tenant");
+        settings.max_concurrent_sessions = max_concurrent_sessions;
+        settings.session_seconds_budget = session_seconds;
+        self.tenant_with(&settings).await
+    }
+
+    /// Creates a tenant with the given settings.
+    pub async fn tenant_with(&self, settings: &TenantSettings) -> TestTenant {
+        let created = faceswap_gateway::service::tenants::create(&self.pool, settings)
+            .await
+            .expect("tenant created");
         TestTenant {
             tenant_id: created.tenant_id,
             client_id: created.client_id,

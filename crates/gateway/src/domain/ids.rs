@@ -126,3 +126,10 @@ mod tests {
         assert!(a < b);
     }
 }
+
+prefixed_id!(
+    /// A tenant's webhook endpoint.
+    WebhookEndpointId,
+    "whe",
+    "webhook endpoint"
+);

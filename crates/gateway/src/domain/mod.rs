@@ -2,6 +2,9 @@
 //! HTTP layer and the store call these plain functions.
 
 pub mod credentials;
+pub mod events;
 pub mod ids;
 pub mod quota;
 pub mod session;
+pub mod webhook_signature;
+pub mod webhooks;

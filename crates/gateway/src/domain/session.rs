@@ -72,6 +72,20 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "client" => Self::Client,
+            "idle" => Self::Idle,
+            "max_duration" => Self::MaxDuration,
+            "failed" => Self::Failed,
+            "budget" => Self::Budget,
+            "reconciled" => Self::Reconciled,
+            "lost" => Self::Lost,
+            _ => return None,
+        })
+    }
+
     /// The stored and shown name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -91,6 +105,18 @@ impl CloseReason {
 pub fn charged_seconds(opened: DateTime<Utc>, closed: DateTime<Utc>) -> i64 {
     let millis = (closed - opened).num_milliseconds().max(0);
     (millis + 999) / 1000
+}
+
+/// Delay before upstream close attempt number `attempt + 1`: `base` doubled per failed attempt,
+/// at most five minutes, scaled by `jitter` (0.8–1.2, drawn by the caller) so replicas spread out.
+pub fn close_retry_delay(
+    base: std::time::Duration,
+    attempts: u32,
+    jitter: f64,
+) -> std::time::Duration {
+    const MAX: std::time::Duration = std::time::Duration::from_secs(300);
+    let doubled = base.saturating_mul(1u32 << attempts.min(20));
+    doubled.min(MAX).mul_f64(jitter.clamp(0.8, 1.2))
 }
 
 #[cfg(test)]
@@ -122,6 +148,31 @@ mod tests {
         assert!(!SessionState::Lost.holds_slot());
         assert!(SessionState::Open.is_live());
         assert!(!SessionState::Closing.is_live());
+    }
+
+    #[test]
+    fn close_retries_back_off_exponentially_up_to_five_minutes() {
+        let base = std::time::Duration::from_secs(1);
+        assert_eq!(
+            close_retry_delay(base, 0, 1.0),
+            std::time::Duration::from_secs(1)
+        );
+        assert_eq!(
+            close_retry_delay(base, 3, 1.0),
+            std::time::Duration::from_secs(8)
+        );
+        assert_eq!(
+            close_retry_delay(base, 30, 1.0),
+            std::time::Duration::from_secs(300)
+        );
+        assert_eq!(
+            close_retry_delay(base, 1, 1.2),
+            std::time::Duration::from_millis(2400)
+        );
+        assert_eq!(
+            close_retry_delay(base, 1, 9.0),
+            std::time::Duration::from_millis(2400)
+        );
     }
 
     #[test]

@@ -23,9 +23,9 @@ pub enum ApiError {
     /// The credentials are wrong, expired or revoked.
     #[error("invalid authorization: {0}")]
     AuthInvalid(&'static str),
-    /// No such session for this tenant.
-    #[error("session not found")]
-    NotFound,
+    /// No such object (named by the field) for this tenant; another tenant's looks the same.
+    #[error("{0} not found")]
+    NotFound(&'static str),
     /// No such route.
     #[error("no such endpoint")]
     NoRoute,
@@ -68,7 +68,7 @@ impl ApiError {
             ),
             Self::AuthMissing => (S::UNAUTHORIZED, Code::AUTH_MISSING, self.to_string()),
             Self::AuthInvalid(_) => (S::UNAUTHORIZED, Code::TOKEN_INVALID, self.to_string()),
-            Self::NotFound | Self::NoRoute => (S::NOT_FOUND, Code::NOT_FOUND, self.to_string()),
+            Self::NotFound(_) | Self::NoRoute => (S::NOT_FOUND, Code::NOT_FOUND, self.to_string()),
             Self::MethodNotAllowed => (
                 S::METHOD_NOT_ALLOWED,
                 Code::METHOD_NOT_ALLOWED,
@@ -165,7 +165,7 @@ mod tests {
             (ApiError::PayloadTooLarge(10), 413, 4013),
             (ApiError::AuthMissing, 401, 1102),
             (ApiError::AuthInvalid("expired"), 401, 1101),
-            (ApiError::NotFound, 404, 4004),
+            (ApiError::NotFound("session"), 404, 4004),
             (ApiError::Conflict("closed".into()), 409, 4009),
             (
                 ApiError::Quota(QuotaError::ConcurrentLimit { active: 1, max: 1 }),

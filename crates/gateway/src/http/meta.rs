@@ -27,7 +27,7 @@ pub async fn livez() -> &'static str {
 /// Readiness of each dependency.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
-    /// `ok` when every required dependency answers.
+    /// `ok` when every required dependency answers; `draining` during shutdown.
     pub status: &'static str,
     /// Postgres: `ok` or the error.
     pub postgres: String,
@@ -35,7 +35,8 @@ pub struct Readiness {
     pub redis: String,
 }
 
-/// Ready when Postgres answers; Redis is reported but not required.
+/// Ready when Postgres answers and the process is not shutting down; Redis is reported but
+/// not required.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -54,7 +55,8 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         Ok(()) => "ok".to_owned(),
         Err(e) => format!("degraded: {e}"),
     };
-    let ready = postgres == "ok";
+    let draining = state.draining.load(std::sync::atomic::Ordering::SeqCst);
+    let ready = postgres == "ok" && !draining;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -63,7 +65,13 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
     (
         status,
         Json(Readiness {
-            status: if ready { "ok" } else { "unavailable" },
+            status: if draining {
+                "draining"
+            } else if ready {
+                "ok"
+            } else {
+                "unavailable"
+            },
             postgres,
             redis,
         }),

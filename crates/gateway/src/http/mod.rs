@@ -3,11 +3,13 @@
 
 mod detect;
 pub mod error;
+mod events;
 pub mod extract;
 mod live;
 mod meta;
 mod sessions;
 mod token;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -31,6 +33,10 @@ use crate::upstream_token::UpstreamTokens;
 pub struct Settings {
     /// Request body cap.
     pub max_body_bytes: usize,
+    /// First delay of an upstream close retry.
+    pub close_retry_base: std::time::Duration,
+    /// How long a claim on a session lasts.
+    pub lease: std::time::Duration,
 }
 
 /// Everything the handlers share; each destructures what it uses.
@@ -52,6 +58,8 @@ pub struct AppState {
     pub ssrf: Arc<SsrfGuard>,
     /// Settings.
     pub settings: Arc<Settings>,
+    /// Set on shutdown: `/readyz` answers 503 so load balancers stop sending.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -129,14 +137,23 @@ impl utoipa::Modify for SecuritySchemes {
         (name = "detect", description = "Face detection"),
         (name = "live", description = "Live face swap sessions (drop-in)"),
         (name = "sessions", description = "Gateway extensions for sessions and usage"),
+        (name = "events", description = "Session events: SSE stream and signed webhooks"),
         (name = "meta", description = "Keys and probes"),
     )
 )]
 struct ApiDoc;
 
+/// Probes, served by every role.
+fn probe_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(meta::livez))
+        .routes(routes!(meta::readyz))
+}
+
 /// Every route, registered with its documentation.
 fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(probe_routes())
         .routes(routes!(token::get_token))
         .routes(routes!(detect::detect))
         .routes(routes!(detect::detect_faces))
@@ -147,9 +164,10 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::heartbeat_session))
         .routes(routes!(sessions::get_usage))
+        .routes(routes!(events::stream_events))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(webhooks::delete_webhook))
         .routes(routes!(meta::jwks))
-        .routes(routes!(meta::livez))
-        .routes(routes!(meta::readyz))
 }
 
 /// The OpenAPI document, built without any I/O.
@@ -157,10 +175,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     routes().split_for_parts().1
 }
 
-/// The application router.
-pub fn router(state: AppState) -> axum::Router {
+/// The application router: the whole API, or only the probes (worker processes).
+pub fn router(state: AppState, serve_api: bool) -> axum::Router {
     let max_body = state.settings.max_body_bytes;
-    let (router, _) = routes().split_for_parts();
+    let (router, _) = if serve_api { routes() } else { probe_routes() }.split_for_parts();
     router
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -1,7 +1,6 @@
 //! Live sessions: the reservation, the upstream call and the record, in that order, so that a
 //! quota slot is always held before the upstream is asked and released when it says no.
 
-use faceswap_upstream::UpstreamError;
 use faceswap_wire::gateway::{SessionPage, SessionView, UsageView};
 use faceswap_wire::{CreateRequest, FaceswapStatus, SourceImage, UpdateRequest};
 use uuid::Uuid;
@@ -83,7 +82,7 @@ pub fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
     if raw.trim().is_empty() {
         return Err(ApiError::BadRequest("_id cannot be empty".into()));
     }
-    SessionId::parse(raw.trim()).map_err(|_| ApiError::NotFound)
+    SessionId::parse(raw.trim()).map_err(|_| ApiError::NotFound("session"))
 }
 
 /// Reserves a slot, creates the session upstream, records it.
@@ -114,14 +113,26 @@ pub async fn create(
             async move { upstream.create(&token, req).await }
         })
         .await;
+    // From here until `mark_open` commits, a crash would leave an upstream session we cannot
+    // find again (the upstream has no list call): this is the window to keep narrow.
+    let window = std::time::Instant::now();
     let mut conn = state.db.acquire().await?;
     match created {
-        Ok(live) => Ok(store::sessions::mark_open(&mut conn, session_id, &live).await?),
+        Ok(live) => {
+            let row = store::sessions::mark_open(&mut conn, session_id, &live).await?;
+            tracing::debug!(
+                session_id = %SessionId(session_id),
+                window_us = window.elapsed().as_micros() as u64,
+                "upstream session recorded"
+            );
+            Ok(row)
+        }
         Err(e) if e.maybe_delivered() => {
             // The upstream may hold a session we will never learn the id of; it has no list
             // call, so the slot is released and the loss is logged for the operator.
             tracing::warn!(session_id = %SessionId(session_id), error = %e, "upstream create outcome unknown; session marked lost");
-            store::sessions::mark_lost(&mut conn, session_id).await?;
+            drop(conn);
+            mark_lost(state, tenant, session_id).await?;
             Err(e.into())
         }
         Err(e) => {
@@ -129,6 +140,28 @@ pub async fn create(
             Err(e.into())
         }
     }
+}
+
+/// Releases a reservation whose upstream outcome is unknown, with a `session.lost` event.
+pub async fn mark_lost(
+    state: &AppState,
+    tenant: TenantId,
+    session_id: Uuid,
+) -> Result<(), ApiError> {
+    let mut tx = state.db.begin().await?;
+    if store::sessions::mark_lost(&mut tx, session_id).await? {
+        let payload = crate::domain::events::lost(SessionId(session_id));
+        store::events::insert(
+            &mut tx,
+            tenant.0,
+            Some(session_id),
+            crate::domain::events::LOST,
+            &payload,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn find_live(
@@ -139,7 +172,7 @@ async fn find_live(
     let mut conn = state.db.acquire().await?;
     let row = store::sessions::touch(&mut conn, tenant.0, id.0)
         .await?
-        .ok_or(ApiError::NotFound)?;
+        .ok_or(ApiError::NotFound("session"))?;
     Ok(row)
 }
 
@@ -173,16 +206,7 @@ pub async fn info(
             async move { upstream.info(&token, &upstream_id).await }
         })
         .await?;
-    let status = i16::from(live.faceswap_status.as_u8());
-    if row.faceswap_status == Some(status) {
-        return Ok(row);
-    }
-    let mut conn = state.db.acquire().await?;
-    Ok(
-        store::sessions::set_status(&mut conn, row.session_id, status)
-            .await?
-            .unwrap_or(row),
-    )
+    crate::service::status::record(state, row, i16::from(live.faceswap_status.as_u8())).await
 }
 
 /// Replaces the faces of an open session.
@@ -214,17 +238,15 @@ pub async fn update(
     let source_json =
         serde_json::to_value(&upstream_req.source_image).map_err(anyhow::Error::from)?;
     let mut conn = state.db.acquire().await?;
-    store::sessions::set_source_image(
-        &mut conn,
-        row.session_id,
-        &source_json,
-        i16::from(live.faceswap_status.as_u8()),
-    )
-    .await?
-    .ok_or_else(|| conflict_for(&row))
+    let updated = store::sessions::set_source_image(&mut conn, row.session_id, &source_json)
+        .await?
+        .ok_or_else(|| conflict_for(&row))?;
+    drop(conn);
+    crate::service::status::record(state, updated, i16::from(live.faceswap_status.as_u8())).await
 }
 
-/// Closes a session upstream, then here, charging its seconds once.
+/// Closes a session upstream, then here, charging its seconds once. When the upstream close
+/// fails the session stays `closing`, a worker retries it, and the tenant may retry too.
 pub async fn close(
     state: &AppState,
     tenant: TenantId,
@@ -232,49 +254,22 @@ pub async fn close(
     reason: CloseReason,
 ) -> Result<SessionRow, ApiError> {
     let mut conn = state.db.acquire().await?;
-    let Some(row) = store::sessions::begin_close(&mut conn, tenant.0, id.0).await? else {
+    let claimed = store::sessions::claim_for_close(
+        &mut conn,
+        Some(tenant.0),
+        id.0,
+        reason,
+        state.settings.lease,
+    )
+    .await?;
+    let Some(row) = claimed else {
         let existing = store::sessions::find(&mut conn, tenant.0, id.0)
             .await?
-            .ok_or(ApiError::NotFound)?;
+            .ok_or(ApiError::NotFound("session"))?;
         return Err(conflict_for(&existing));
     };
     drop(conn);
-    let upstream_id = row.upstream_id.clone().unwrap_or_default();
-    let closed = state
-        .upstream_tokens
-        .with_token(|token| {
-            let upstream = state.upstream.clone();
-            let upstream_id = upstream_id.clone();
-            async move { upstream.close(&token, &upstream_id).await }
-        })
-        .await;
-    let final_status = match closed {
-        Ok(()) => None,
-        // The upstream no longer knows it as open (closed or gone): it is closed there.
-        Err(UpstreamError::Business { code, .. }) if code == faceswap_wire::Code::PARAM_ERROR => {
-            None
-        }
-        Err(e) => {
-            let mut conn = state.db.acquire().await?;
-            store::sessions::abort_close(&mut conn, row.session_id).await?;
-            return Err(e.into());
-        }
-    };
-    let final_status = final_status.or_else(|| {
-        // A session that had failed stays failed; any other one ends in success.
-        Some(if row.faceswap_status == Some(4) { 4 } else { 3 })
-    });
-    let mut tx = state.db.begin().await?;
-    let closed_row = store::sessions::finish_close(&mut tx, row.session_id, reason, final_status)
-        .await?
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "session {} left 'closing' while we closed it",
-                SessionId(row.session_id)
-            )
-        })?;
-    tx.commit().await?;
-    Ok(closed_row)
+    crate::service::closing::close_claimed(state, &row).await
 }
 
 /// Records activity on an open session.
@@ -393,7 +388,7 @@ mod tests {
         assert!(matches!(parse_session_id(""), Err(ApiError::BadRequest(_))));
         assert!(matches!(
             parse_session_id("6512bd43d9caa6e02c990b0a"),
-            Err(ApiError::NotFound)
+            Err(ApiError::NotFound("session"))
         ));
         let id = SessionId::generate();
         assert_eq!(parse_session_id(&id.to_string()).unwrap(), id);

@@ -8,8 +8,70 @@ use crate::domain::credentials::{ApiKey, new_client_credentials};
 use crate::domain::ids::{CredentialId, TenantId};
 use crate::store;
 
-/// Defaults of a new tenant.
+/// Default concurrent session limit of a new tenant.
 pub const DEFAULT_MAX_CONCURRENT_SESSIONS: i32 = 5;
+/// Default idle timeout: five minutes without a call naming the session.
+pub const DEFAULT_IDLE_TIMEOUT_SECONDS: i32 = 300;
+/// Default longest session: four hours.
+pub const DEFAULT_MAX_SESSION_SECONDS: i32 = 14_400;
+
+pub use crate::store::tenants::{TenantChanges, TenantSettings};
+
+impl TenantSettings {
+    /// Settings with the defaults.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            max_concurrent_sessions: DEFAULT_MAX_CONCURRENT_SESSIONS,
+            session_seconds_budget: None,
+            idle_timeout_seconds: DEFAULT_IDLE_TIMEOUT_SECONDS,
+            max_session_seconds: DEFAULT_MAX_SESSION_SECONDS,
+        }
+    }
+}
+
+fn validate(
+    max_concurrent: Option<i32>,
+    budget: Option<Option<i64>>,
+    idle: Option<i32>,
+    max_session: Option<i32>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        max_concurrent.is_none_or(|v| v > 0),
+        "--max-concurrent-sessions must be at least 1"
+    );
+    anyhow::ensure!(
+        budget.flatten().is_none_or(|v| v >= 0),
+        "--session-seconds cannot be negative"
+    );
+    anyhow::ensure!(
+        idle.is_none_or(|v| v > 0),
+        "--idle-timeout-seconds must be at least 1"
+    );
+    anyhow::ensure!(
+        max_session.is_none_or(|v| v > 0),
+        "--max-session-seconds must be at least 1"
+    );
+    Ok(())
+}
+
+/// Changes a tenant's quota and session settings.
+pub async fn update(
+    db: &PgPool,
+    tenant: TenantId,
+    changes: &TenantChanges,
+) -> anyhow::Result<crate::store::tenants::TenantRow> {
+    validate(
+        changes.max_concurrent_sessions,
+        changes.session_seconds_budget,
+        changes.idle_timeout_seconds,
+        changes.max_session_seconds,
+    )?;
+    let mut conn = db.acquire().await?;
+    store::tenants::update(&mut conn, tenant.0, changes)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no tenant {tenant}"))
+}
 
 /// What `tenant create` prints. The secret is shown here only.
 #[derive(Debug, Clone, Serialize)]
@@ -23,31 +85,25 @@ pub struct CreatedTenant {
 }
 
 /// Creates a tenant with client credentials.
-pub async fn create(
-    db: &PgPool,
-    name: &str,
-    max_concurrent_sessions: i32,
-    session_seconds_budget: Option<i64>,
-) -> anyhow::Result<CreatedTenant> {
-    anyhow::ensure!(!name.trim().is_empty(), "--name cannot be empty");
-    anyhow::ensure!(
-        max_concurrent_sessions > 0,
-        "--max-concurrent-sessions must be at least 1"
-    );
+pub async fn create(db: &PgPool, settings: &TenantSettings) -> anyhow::Result<CreatedTenant> {
+    anyhow::ensure!(!settings.name.trim().is_empty(), "--name cannot be empty");
+    validate(
+        Some(settings.max_concurrent_sessions),
+        Some(settings.session_seconds_budget),
+        Some(settings.idle_timeout_seconds),
+        Some(settings.max_session_seconds),
+    )?;
+    let settings = TenantSettings {
+        name: settings.name.trim().to_owned(),
+        ..settings.clone()
+    };
     let tenant_id = TenantId::generate();
     let credential_id = CredentialId::generate();
     let (client_id, client_secret) = new_client_credentials();
     let secret = client_secret.clone();
     let hash = tokio::task::spawn_blocking(move || passwords::hash(&secret)).await??;
     let mut tx = db.begin().await?;
-    store::tenants::insert(
-        &mut tx,
-        tenant_id.0,
-        name.trim(),
-        max_concurrent_sessions,
-        session_seconds_budget,
-    )
-    .await?;
+    store::tenants::insert(&mut tx, tenant_id.0, &settings).await?;
     store::credentials::insert(
         &mut tx,
         credential_id.0,

@@ -2,9 +2,12 @@
 //! by `tenant_id`.
 
 pub mod credentials;
+pub mod event_feed;
+pub mod events;
 pub mod keys;
 pub mod sessions;
 pub mod tenants;
+pub mod webhooks;
 
 /// Whether `err` is a violation of the named constraint (names are fixed in `migrations/`).
 pub fn is_constraint(err: &sqlx::Error, name: &str) -> bool {

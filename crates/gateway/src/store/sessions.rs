@@ -14,7 +14,7 @@ macro_rules! columns {
     () => {
         "session_id, tenant_id, upstream_id, state, faceswap_status, channel_id, \
          front_user_id, front_rtc_token, algorithm_user_id, app_id, source_image, created_at, \
-         opened_at, last_activity_at, closed_at, close_reason"
+         opened_at, last_activity_at, closed_at, close_reason, close_attempts"
     };
 }
 
@@ -53,6 +53,8 @@ pub struct SessionRow {
     pub closed_at: Option<DateTime<Utc>>,
     /// Why it closed.
     pub close_reason: Option<String>,
+    /// Failed upstream close attempts so far.
+    pub close_attempts: i32,
 }
 
 /// The tenant's current use of its quota: sessions holding a slot, and session-seconds charged
@@ -109,8 +111,7 @@ pub async fn mark_open(
             app_id = $8, opened_at = now(), last_activity_at = now()
          where session_id = $1 and state = 'creating'
          returning ",
-        columns!(),
-        ""
+        columns!()
     ))
     .bind(session_id)
     .bind(&live.id)
@@ -134,17 +135,18 @@ pub async fn delete_creating(conn: &mut PgConnection, session_id: Uuid) -> sqlx:
     Ok(())
 }
 
-/// Releases a reservation whose upstream create may or may not have happened.
+/// Releases a reservation whose upstream create may or may not have happened; `false` when the
+/// row was no longer `creating`.
 #[tracing::instrument(skip_all)]
-pub async fn mark_lost(conn: &mut PgConnection, session_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query(
+pub async fn mark_lost(conn: &mut PgConnection, session_id: Uuid) -> sqlx::Result<bool> {
+    let done = sqlx::query(
         "update sessions set state = 'lost', closed_at = now(), close_reason = 'lost'
          where session_id = $1 and state = 'creating'",
     )
     .bind(session_id)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// The tenant's session by id; another tenant's session is not found.
@@ -176,8 +178,7 @@ pub async fn touch(
         "update sessions set last_activity_at = now()
          where session_id = $1 and tenant_id = $2
          returning ",
-        columns!(),
-        ""
+        columns!()
     ))
     .bind(session_id)
     .bind(tenant_id)
@@ -185,22 +186,24 @@ pub async fn touch(
     .await
 }
 
-/// Stores the latest upstream status of an open session.
+/// Stores a new upstream status if the stored one is still `from` (compare-and-set, so two
+/// observers of one change record it once). `None` when it changed meanwhile.
 #[tracing::instrument(skip_all)]
 pub async fn set_status(
     conn: &mut PgConnection,
     session_id: Uuid,
-    faceswap_status: i16,
+    from: Option<i16>,
+    to: i16,
 ) -> sqlx::Result<Option<SessionRow>> {
     sqlx::query_as(concat!(
-        "update sessions set faceswap_status = $2
-         where session_id = $1
+        "update sessions set faceswap_status = $3
+         where session_id = $1 and faceswap_status is not distinct from $2
          returning ",
-        columns!(),
-        ""
+        columns!()
     ))
     .bind(session_id)
-    .bind(faceswap_status)
+    .bind(from)
+    .bind(to)
     .fetch_optional(conn)
     .await
 }
@@ -211,90 +214,105 @@ pub async fn set_source_image(
     conn: &mut PgConnection,
     session_id: Uuid,
     source_image: &serde_json::Value,
-    faceswap_status: i16,
 ) -> sqlx::Result<Option<SessionRow>> {
     sqlx::query_as(concat!(
-        "update sessions set source_image = $2, faceswap_status = $3, last_activity_at = now()
+        "update sessions set source_image = $2, last_activity_at = now()
          where session_id = $1 and state = 'open'
          returning ",
-        columns!(),
-        ""
+        columns!()
     ))
     .bind(session_id)
     .bind(Json(source_image))
-    .bind(faceswap_status)
     .fetch_optional(conn)
     .await
 }
 
-/// Claims an open session for closing; `None` when it is not open (already closing, closed,
-/// or another tenant's), so only one closer proceeds.
+/// Claims a session for an upstream close attempt: an open one, or one whose earlier close
+/// failed and is not claimed by another worker now. `None` when neither (already closed, being
+/// closed elsewhere, or another tenant's). The first reason asked for is kept.
 #[tracing::instrument(skip_all)]
-pub async fn begin_close(
+pub async fn claim_for_close(
     conn: &mut PgConnection,
-    tenant_id: Uuid,
+    tenant_id: Option<Uuid>,
     session_id: Uuid,
+    reason: CloseReason,
+    lease: std::time::Duration,
 ) -> sqlx::Result<Option<SessionRow>> {
     sqlx::query_as(concat!(
-        "update sessions set state = 'closing', last_activity_at = now()
-         where session_id = $1 and tenant_id = $2 and state = 'open'
+        "update sessions set state = 'closing',
+            pending_close_reason = coalesce(pending_close_reason, $3),
+            claimed_until = now() + make_interval(secs => $4)
+         where session_id = $1 and ($2::uuid is null or tenant_id = $2)
+           and (state = 'open'
+                or (state = 'closing' and (claimed_until is null or claimed_until < now())))
          returning ",
-        columns!(),
-        ""
+        columns!()
     ))
     .bind(session_id)
     .bind(tenant_id)
+    .bind(reason.as_str())
+    .bind(lease.as_secs_f64())
     .fetch_optional(conn)
     .await
 }
 
-/// Returns a session whose upstream close failed to `open`.
+/// Records a failed upstream close: the session stays `closing` and is retried at `next_at`.
 #[tracing::instrument(skip_all)]
-pub async fn abort_close(conn: &mut PgConnection, session_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("update sessions set state = 'open' where session_id = $1 and state = 'closing'")
-        .bind(session_id)
-        .execute(conn)
-        .await?;
+pub async fn schedule_close_retry(
+    conn: &mut PgConnection,
+    session_id: Uuid,
+    delay: std::time::Duration,
+    error: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "update sessions set close_attempts = close_attempts + 1,
+            next_close_at = now() + make_interval(secs => $2),
+            last_close_error = $3, claimed_until = null
+         where session_id = $1 and state = 'closing'",
+    )
+    .bind(session_id)
+    .bind(delay.as_secs_f64())
+    .bind(error)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
-/// Marks a closing session closed and charges its seconds to the ledger, once. Run it in a
-/// transaction so the state and the charge land together.
+/// Marks a closing session closed and charges its seconds to the ledger, once. Returns the row
+/// and the seconds charged. Run it in a transaction so the state and the charge land together.
 #[tracing::instrument(skip_all)]
 pub async fn finish_close(
     conn: &mut PgConnection,
     session_id: Uuid,
-    reason: CloseReason,
     final_status: Option<i16>,
-) -> sqlx::Result<Option<SessionRow>> {
+) -> sqlx::Result<Option<(SessionRow, i64)>> {
     let row: Option<SessionRow> = sqlx::query_as(concat!(
-        "update sessions set state = 'closed', closed_at = now(), close_reason = $2,
-            faceswap_status = coalesce($3, faceswap_status)
+        "update sessions set state = 'closed', closed_at = now(),
+            close_reason = coalesce(pending_close_reason, 'client'),
+            faceswap_status = coalesce($2, faceswap_status),
+            claimed_until = null, next_close_at = null
          where session_id = $1 and state = 'closing'
          returning ",
-        columns!(),
-        ""
+        columns!()
     ))
     .bind(session_id)
-    .bind(reason.as_str())
     .bind(final_status)
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some(row) = &row {
-        let opened = row.opened_at.unwrap_or(row.created_at);
-        let closed = row.closed_at.unwrap_or_else(Utc::now);
-        let seconds = crate::domain::session::charged_seconds(opened, closed);
-        sqlx::query(
-            "insert into usage_ledger (tenant_id, session_id, seconds) values ($1, $2, $3)
-             on conflict (session_id) do nothing",
-        )
-        .bind(row.tenant_id)
-        .bind(row.session_id)
-        .bind(seconds)
-        .execute(conn)
-        .await?;
-    }
-    Ok(row)
+    let Some(row) = row else { return Ok(None) };
+    let opened = row.opened_at.unwrap_or(row.created_at);
+    let closed = row.closed_at.unwrap_or_else(Utc::now);
+    let seconds = crate::domain::session::charged_seconds(opened, closed);
+    sqlx::query(
+        "insert into usage_ledger (tenant_id, session_id, seconds) values ($1, $2, $3)
+         on conflict (session_id) do nothing",
+    )
+    .bind(row.tenant_id)
+    .bind(row.session_id)
+    .bind(seconds)
+    .execute(conn)
+    .await?;
+    Ok(Some((row, seconds)))
 }
 
 /// Filters and position of a page of sessions.
@@ -346,5 +364,166 @@ pub async fn seconds_charged(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::
     )
     .bind(tenant_id)
     .fetch_one(conn)
+    .await
+}
+
+/// Claims up to `batch` open sessions whose upstream status is unsettled (1, 2 or unknown) and
+/// was not polled within `interval`, marking them polled now.
+#[tracing::instrument(skip_all)]
+pub async fn claim_for_poll(
+    conn: &mut PgConnection,
+    interval: std::time::Duration,
+    lease: std::time::Duration,
+    batch: i64,
+) -> sqlx::Result<Vec<SessionRow>> {
+    sqlx::query_as(concat!(
+        "update sessions set claimed_until = now() + make_interval(secs => $2), polled_at = now()
+         where session_id in (
+            select session_id from sessions
+            where state = 'open' and (faceswap_status is null or faceswap_status in (1, 2))
+              and (polled_at is null or polled_at < now() - make_interval(secs => $1))
+              and (claimed_until is null or claimed_until < now())
+            order by polled_at nulls first, created_at
+            limit $3
+            for update skip locked)
+         returning ",
+        columns!()
+    ))
+    .bind(interval.as_secs_f64())
+    .bind(lease.as_secs_f64())
+    .bind(batch)
+    .fetch_all(conn)
+    .await
+}
+
+/// Drops a worker's claim on a session that is still open.
+#[tracing::instrument(skip_all)]
+pub async fn release_claim(conn: &mut PgConnection, session_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "update sessions set claimed_until = null where session_id = $1 and state = 'open'",
+    )
+    .bind(session_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Open sessions that must be closed now, with the reason: failed upstream, stuck queuing past
+/// `queue_timeout`, tenant over its session-seconds budget, open past the tenant's maximum
+/// duration, or idle past its idle timeout (in that order of precedence).
+#[tracing::instrument(skip_all)]
+pub async fn due_for_reaping(
+    conn: &mut PgConnection,
+    queue_timeout: std::time::Duration,
+    batch: i64,
+) -> sqlx::Result<Vec<(Uuid, String)>> {
+    sqlx::query_as(
+        "with over_budget as (
+            select t.tenant_id from tenants t
+            where t.session_seconds_budget is not null
+              and coalesce((select sum(l.seconds) from usage_ledger l where l.tenant_id = t.tenant_id), 0)
+                + coalesce((select sum(extract(epoch from now() - coalesce(s2.opened_at, s2.created_at)))
+                              from sessions s2
+                             where s2.tenant_id = t.tenant_id and s2.state in ('open', 'closing')), 0)
+                >= t.session_seconds_budget
+         )
+         select s.session_id,
+            case
+                when s.faceswap_status = 4 then 'failed'
+                when s.faceswap_status = 1 and s.created_at < now() - make_interval(secs => $1) then 'failed'
+                when b.tenant_id is not null then 'budget'
+                when coalesce(s.opened_at, s.created_at) < now() - make_interval(secs => t.max_session_seconds) then 'max_duration'
+                else 'idle'
+            end
+         from sessions s
+         join tenants t on t.tenant_id = s.tenant_id
+         left join over_budget b on b.tenant_id = s.tenant_id
+         where s.state = 'open' and (s.claimed_until is null or s.claimed_until < now())
+           and (s.faceswap_status = 4
+                or (s.faceswap_status = 1 and s.created_at < now() - make_interval(secs => $1))
+                or b.tenant_id is not null
+                or coalesce(s.opened_at, s.created_at) < now() - make_interval(secs => t.max_session_seconds)
+                or s.last_activity_at < now() - make_interval(secs => t.idle_timeout_seconds))
+         order by s.created_at
+         limit $2",
+    )
+    .bind(queue_timeout.as_secs_f64())
+    .bind(batch)
+    .fetch_all(conn)
+    .await
+}
+
+/// Claims sessions for closing with their reasons. A row another worker claimed first, or one
+/// that stopped being idle (a heartbeat) since it was selected, is skipped, so each session is
+/// claimed once.
+#[tracing::instrument(skip_all)]
+pub async fn claim_many_for_close(
+    conn: &mut PgConnection,
+    due: &[(Uuid, String)],
+    lease: std::time::Duration,
+) -> sqlx::Result<Vec<SessionRow>> {
+    let ids: Vec<Uuid> = due.iter().map(|(id, _)| *id).collect();
+    let reasons: Vec<String> = due.iter().map(|(_, r)| r.clone()).collect();
+    sqlx::query_as(concat!(
+        "update sessions s set state = 'closing', pending_close_reason = c.reason,
+            claimed_until = now() + make_interval(secs => $3)
+         from unnest($1::uuid[], $2::text[]) as c(id, reason), tenants t
+         where s.session_id = c.id and t.tenant_id = s.tenant_id and s.state = 'open'
+           and (s.claimed_until is null or s.claimed_until < now())
+           and (c.reason <> 'idle'
+                or s.last_activity_at < now() - make_interval(secs => t.idle_timeout_seconds))
+         returning ",
+        "s.session_id, s.tenant_id, s.upstream_id, s.state, s.faceswap_status, s.channel_id, \
+         s.front_user_id, s.front_rtc_token, s.algorithm_user_id, s.app_id, s.source_image, \
+         s.created_at, s.opened_at, s.last_activity_at, s.closed_at, s.close_reason, s.close_attempts"
+    ))
+    .bind(&ids)
+    .bind(&reasons)
+    .bind(lease.as_secs_f64())
+    .fetch_all(conn)
+    .await
+}
+
+/// Claims `closing` sessions whose retry is due, or whose closer vanished (lease lapsed).
+#[tracing::instrument(skip_all)]
+pub async fn claim_close_retries(
+    conn: &mut PgConnection,
+    lease: std::time::Duration,
+    batch: i64,
+) -> sqlx::Result<Vec<SessionRow>> {
+    sqlx::query_as(concat!(
+        "update sessions set claimed_until = now() + make_interval(secs => $1)
+         where session_id in (
+            select session_id from sessions
+            where state = 'closing'
+              and (claimed_until is null or claimed_until < now())
+              and (next_close_at is null or next_close_at <= now())
+            order by next_close_at nulls first
+            limit $2
+            for update skip locked)
+         returning ",
+        columns!()
+    ))
+    .bind(lease.as_secs_f64())
+    .bind(batch)
+    .fetch_all(conn)
+    .await
+}
+
+/// Reservations older than `older_than` still `creating`: their create request died.
+#[tracing::instrument(skip_all)]
+pub async fn stale_creating(
+    conn: &mut PgConnection,
+    older_than: std::time::Duration,
+    batch: i64,
+) -> sqlx::Result<Vec<(Uuid, Uuid)>> {
+    sqlx::query_as(
+        "select session_id, tenant_id from sessions
+         where state = 'creating' and created_at < now() - make_interval(secs => $1)
+         order by created_at limit $2",
+    )
+    .bind(older_than.as_secs_f64())
+    .bind(batch)
+    .fetch_all(conn)
     .await
 }

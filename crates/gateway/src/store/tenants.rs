@@ -19,6 +19,10 @@ pub struct TenantRow {
     pub max_concurrent_sessions: i32,
     /// Session-seconds budget.
     pub session_seconds_budget: Option<i64>,
+    /// Seconds without activity after which a session is closed.
+    pub idle_timeout_seconds: i32,
+    /// Longest a session may stay open, in seconds.
+    pub max_session_seconds: i32,
     /// Creation time.
     pub created_at: DateTime<Utc>,
 }
@@ -33,24 +37,80 @@ impl TenantRow {
     }
 }
 
+/// A tenant's settings.
+#[derive(Debug, Clone)]
+pub struct TenantSettings {
+    /// Display name.
+    pub name: String,
+    /// Concurrent session limit.
+    pub max_concurrent_sessions: i32,
+    /// Session-seconds budget; `None` for none.
+    pub session_seconds_budget: Option<i64>,
+    /// Idle timeout, seconds.
+    pub idle_timeout_seconds: i32,
+    /// Maximum session duration, seconds.
+    pub max_session_seconds: i32,
+}
+
+/// Changes to a tenant's settings; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TenantChanges {
+    /// New concurrent session limit.
+    pub max_concurrent_sessions: Option<i32>,
+    /// New budget (`Some(None)` removes it).
+    pub session_seconds_budget: Option<Option<i64>>,
+    /// New idle timeout.
+    pub idle_timeout_seconds: Option<i32>,
+    /// New maximum duration.
+    pub max_session_seconds: Option<i32>,
+}
+
+/// Applies `changes`; `None` when there is no such tenant.
+#[tracing::instrument(skip_all)]
+pub async fn update(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    changes: &TenantChanges,
+) -> sqlx::Result<Option<TenantRow>> {
+    sqlx::query_as(
+        "update tenants set
+            max_concurrent_sessions = coalesce($2, max_concurrent_sessions),
+            session_seconds_budget = case when $3 then $4 else session_seconds_budget end,
+            idle_timeout_seconds = coalesce($5, idle_timeout_seconds),
+            max_session_seconds = coalesce($6, max_session_seconds)
+         where tenant_id = $1
+         returning tenant_id, name, status, max_concurrent_sessions, session_seconds_budget,
+            idle_timeout_seconds, max_session_seconds, created_at",
+    )
+    .bind(tenant_id)
+    .bind(changes.max_concurrent_sessions)
+    .bind(changes.session_seconds_budget.is_some())
+    .bind(changes.session_seconds_budget.flatten())
+    .bind(changes.idle_timeout_seconds)
+    .bind(changes.max_session_seconds)
+    .fetch_optional(conn)
+    .await
+}
+
 /// Inserts a tenant.
 #[tracing::instrument(skip_all)]
 pub async fn insert(
     conn: &mut PgConnection,
     tenant_id: Uuid,
-    name: &str,
-    max_concurrent_sessions: i32,
-    session_seconds_budget: Option<i64>,
+    t: &TenantSettings,
 ) -> sqlx::Result<TenantRow> {
     sqlx::query_as(
-        "insert into tenants (tenant_id, name, max_concurrent_sessions, session_seconds_budget)
-         values ($1, $2, $3, $4)
-         returning tenant_id, name, status, max_concurrent_sessions, session_seconds_budget, created_at",
+        "insert into tenants (tenant_id, name, max_concurrent_sessions, session_seconds_budget,
+            idle_timeout_seconds, max_session_seconds)
+         values ($1, $2, $3, $4, $5, $6)
+         returning tenant_id, name, status, max_concurrent_sessions, session_seconds_budget, idle_timeout_seconds, max_session_seconds, created_at",
     )
     .bind(tenant_id)
-    .bind(name)
-    .bind(max_concurrent_sessions)
-    .bind(session_seconds_budget)
+    .bind(&t.name)
+    .bind(t.max_concurrent_sessions)
+    .bind(t.session_seconds_budget)
+    .bind(t.idle_timeout_seconds)
+    .bind(t.max_session_seconds)
     .fetch_one(conn)
     .await
 }
@@ -59,7 +119,8 @@ pub async fn insert(
 #[tracing::instrument(skip_all)]
 pub async fn find(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Option<TenantRow>> {
     sqlx::query_as(
-        "select tenant_id, name, status, max_concurrent_sessions, session_seconds_budget, created_at
+        "select tenant_id, name, status, max_concurrent_sessions, session_seconds_budget,
+            idle_timeout_seconds, max_session_seconds, created_at
          from tenants where tenant_id = $1",
     )
     .bind(tenant_id)
@@ -72,7 +133,8 @@ pub async fn find(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Opti
 #[tracing::instrument(skip_all)]
 pub async fn lock(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Option<TenantRow>> {
     sqlx::query_as(
-        "select tenant_id, name, status, max_concurrent_sessions, session_seconds_budget, created_at
+        "select tenant_id, name, status, max_concurrent_sessions, session_seconds_budget,
+            idle_timeout_seconds, max_session_seconds, created_at
          from tenants where tenant_id = $1 for update",
     )
     .bind(tenant_id)

@@ -5,8 +5,12 @@
 
 mod auth;
 mod detect;
+mod events;
 mod flow;
 mod isolation;
+mod lifecycle;
 mod quota;
 mod sessions;
+mod shutdown;
 mod upstream_token;
+mod webhooks;

@@ -1,4 +1,7 @@
-use faceswap_testkit::TestApp;
+use std::time::Duration;
+
+use faceswap_gateway::workers::reaper;
+use faceswap_testkit::{TestApp, eventually};
 use serde_json::json;
 use sqlx::PgPool;
 
@@ -65,28 +68,54 @@ async fn concurrent_closes_close_upstream_once_and_charge_once(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
-async fn a_failed_upstream_close_leaves_the_session_open_for_a_retry(pool: PgPool) {
+async fn a_failed_upstream_close_is_retried_until_the_upstream_agrees(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let token = app.token(&app.tenant(2, None).await).await;
     let (_, created) = app.create_session(&token).await;
     let id = created["data"]["_id"].as_str().unwrap().to_owned();
     app.sim_config(json!({"error_rate": 1.0})).await;
-    let (status, _) = app.post(CLOSE, &json!({"_id": id}), Some(&token)).await;
-    assert_eq!(status, 502);
-    app.sim_config(json!({"error_rate": 0.0})).await;
-    let (status, info) = app
-        .post(
-            "/api/open/v3/faceswap/live/info",
-            &json!({"_id": id}),
-            Some(&token),
-        )
-        .await;
-    assert_eq!(info["data"]["state"], "open", "{status} {info}");
+    let (status, resp) = app.post(CLOSE, &json!({"_id": id}), Some(&token)).await;
+    assert_eq!((status, resp["code"].as_i64()), (502, Some(5002)), "{resp}");
+    let (_, page) = app.get("/v1/sessions", Some(&token)).await;
     assert_eq!(
-        app.post(CLOSE, &json!({"_id": id}), Some(&token)).await.0,
-        200
+        page["data"]["sessions"][0]["state"], "closing",
+        "not reported closed: {page}"
     );
-    assert!(app.sim_stats().await.open_sessions.is_empty());
+    assert_eq!(app.sim_stats().await.open_sessions.len(), 1);
+
+    // The reaper retries with backoff while the upstream keeps failing...
+    let settings = app.workers.clone();
+    eventually(
+        Duration::from_secs(10),
+        "a second failed attempt",
+        || async {
+            reaper::run_once(&app.state, &settings).await.unwrap();
+            let attempts: i32 = sqlx::query_scalar("select close_attempts from sessions")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+            (attempts >= 2).then_some(())
+        },
+    )
+    .await;
+    // ...and closes it once the upstream recovers.
+    app.sim_config(json!({"error_rate": 0.0})).await;
+    eventually(Duration::from_secs(10), "the retried close", || async {
+        reaper::run_once(&app.state, &settings).await.unwrap();
+        app.sim_stats().await.open_sessions.is_empty().then_some(())
+    })
+    .await;
+    let (_, page) = app.get("/v1/sessions", Some(&token)).await;
+    let session = &page["data"]["sessions"][0];
+    assert_eq!(
+        (session["state"].as_str(), session["close_reason"].as_str()),
+        (Some("closed"), Some("client"))
+    );
+    let charges: i64 = sqlx::query_scalar("select count(*) from usage_ledger")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(charges, 1);
 }
 
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]

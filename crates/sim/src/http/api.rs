@@ -148,7 +148,11 @@ pub async fn detect(
             trx_id,
         })
         .into_response(),
-        Err(e) => fail(e.code(), e.to_string()).into_response(),
+        Err(e) => {
+            let mut answer = DetectResponse::error(e.code(), e.to_string(), &trx_id);
+            answer.seconds = started.elapsed().as_secs_f64();
+            Json(answer).into_response()
+        }
     }
 }
 

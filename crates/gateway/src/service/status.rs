@@ -1,0 +1,37 @@
+//! Recording a session's upstream status and the event of its change, together.
+
+use crate::domain::events;
+use crate::domain::ids::SessionId;
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::store;
+use crate::store::sessions::SessionRow;
+
+/// Stores `status` for `row` and, when it changed, a `session.status_changed` event.
+pub async fn record(
+    state: &AppState,
+    row: SessionRow,
+    status: i16,
+) -> Result<SessionRow, ApiError> {
+    if row.faceswap_status == Some(status) {
+        return Ok(row);
+    }
+    let mut tx = state.db.begin().await?;
+    let Some(updated) =
+        store::sessions::set_status(&mut tx, row.session_id, row.faceswap_status, status).await?
+    else {
+        // Another caller recorded the change first; its event stands.
+        return Ok(row);
+    };
+    let payload = events::status_changed(SessionId(row.session_id), row.faceswap_status, status);
+    store::events::insert(
+        &mut tx,
+        row.tenant_id,
+        Some(row.session_id),
+        events::STATUS_CHANGED,
+        &payload,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(updated)
+}

@@ -1,0 +1,289 @@
+//! Webhook delivery per the Standard Webhooks convention.
+//!
+//! Each step claims a batch of due deliveries (a short `FOR UPDATE SKIP LOCKED` statement that
+//! writes a lease; no lock is held during the HTTP call) and POSTs each, at most
+//! [`CONCURRENCY`] at once, as `{"type", "timestamp", "data"}` with `webhook-id: evt_<event id>`
+//! (the same on every retry), `webhook-timestamp` (the attempt's time) and `webhook-signature`.
+//! A 2xx answer within [`ATTEMPT_TIMEOUT`] is a delivery; anything else is retried on the
+//! schedule of [`crate::domain::webhooks`], and an endpoint that fails for more than a day is
+//! disabled there. Delivery is at least once: a worker that dies after the receiver answered
+//! but before recording it leaves the row to be sent again when its lease lapses, so the lease
+//! must exceed the attempt timeout.
+//!
+//! The SSRF rules hold at delivery too: the URL is checked again (its host may resolve
+//! elsewhere now), and the HTTP client connects only to addresses the guard allows, resolving
+//! names itself, so a name that turns private between the check and the connection is refused
+//! as well. Redirects are not followed and proxies are not used.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use chrono::Utc;
+use faceswap_upstream::ssrf::SsrfGuard;
+use futures_util::StreamExt;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use super::{Outcome, WorkerSettings};
+use crate::domain::webhook_signature::Secret;
+use crate::domain::webhooks::{self, ATTEMPT_TIMEOUT};
+use crate::http::AppState;
+use crate::service;
+use crate::store;
+use crate::store::webhooks::ClaimedDelivery;
+
+/// Deliveries in flight at once per step.
+pub const CONCURRENCY: usize = 16;
+/// Longest wait for DNS at connect time.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Delivers one batch of due deliveries.
+#[tracing::instrument(skip_all)]
+pub async fn run_once(state: &AppState, settings: &WorkerSettings) -> anyhow::Result<Outcome> {
+    let claimed = {
+        let mut conn = state.db.acquire().await?;
+        store::webhooks::claim_due(&mut conn, settings.lease, settings.batch).await?
+    };
+    if claimed.is_empty() {
+        return Ok(Outcome::Idle);
+    }
+    let client = client_for(&state.ssrf)?;
+    let worked = claimed.len();
+    futures_util::stream::iter(claimed)
+        .for_each_concurrent(CONCURRENCY, |d| {
+            let client = &client;
+            async move {
+                if Utc::now() >= d.claimed_until {
+                    // Waited in the queue past its lease: another worker may own it now.
+                    tracing::warn!(event_id = d.event_id, "webhook claim lapsed before its attempt; the lease is too short for the batch");
+                    return;
+                }
+                let result = attempt(state, client, &d).await;
+                if let Err(e) = settle(state, settings, &d, result).await {
+                    // The lease lapses and the attempt is made again: at least once.
+                    tracing::warn!(event_id = d.event_id, error = %format!("{e:#}"), "recording a webhook attempt failed");
+                }
+            }
+        })
+        .await;
+    Ok(Outcome::Worked(worked))
+}
+
+/// One HTTP attempt; `Err` says why it failed, for `last_error`.
+async fn attempt(
+    state: &AppState,
+    client: &reqwest::Client,
+    d: &ClaimedDelivery,
+) -> Result<(), String> {
+    let url = service::webhooks::check_url(state, &d.url)
+        .await
+        .map_err(|e| format!("refused: {e}"))?;
+    let secret = Secret::parse(&d.secret).map_err(|e| e.to_string())?;
+    let message = webhooks::message(&d.event_type, d.event_created_at, &d.payload.0);
+    let body = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
+    let msg_id = webhooks::message_id(d.event_id);
+    let timestamp = Utc::now().timestamp();
+    let signature = secret.sign(&msg_id, timestamp, &body);
+    let resp = client
+        .post(url)
+        .header("webhook-id", &msg_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| describe(&e))?;
+    let status = resp.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("HTTP {}", status.as_u16()))
+    }
+}
+
+/// A transport error in a line, with its causes (the resolver's refusal is one).
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs());
+    }
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Records the attempt: delivered, retried later, or failed (which may disable the endpoint).
+async fn settle(
+    state: &AppState,
+    settings: &WorkerSettings,
+    d: &ClaimedDelivery,
+    result: Result<(), String>,
+) -> anyhow::Result<()> {
+    let mut conn = state.db.acquire().await?;
+    let error = match result {
+        Ok(()) => {
+            store::webhooks::record_delivered(&mut conn, d).await?;
+            return Ok(());
+        }
+        Err(error) => error,
+    };
+    let attempts = u32::try_from(d.attempts).unwrap_or(0).saturating_add(1);
+    let base = settings.webhook_retry_base;
+    tracing::debug!(
+        event_id = d.event_id,
+        attempts,
+        error,
+        "webhook attempt failed"
+    );
+    if let Some(delay) = webhooks::retry_delay(attempts, base, rand::random::<f64>()) {
+        store::webhooks::record_retry(&mut conn, d, delay, &error).await?;
+        return Ok(());
+    }
+    if !store::webhooks::record_failed(&mut conn, d, &error).await? {
+        return Ok(());
+    }
+    tracing::warn!(
+        event_id = d.event_id,
+        attempts,
+        error,
+        "webhook delivery failed for good"
+    );
+    if !store::webhooks::delivered_since(&mut conn, d.endpoint_id, d.created_at).await? {
+        drop(conn);
+        let reason = webhooks::disabled_reason(base, &error);
+        service::webhooks::disable_endpoint(state, d.endpoint_id, &reason).await?;
+    }
+    Ok(())
+}
+
+/// Resolves names for the delivery client and keeps only the addresses the guard allows (all
+/// of them for an allow-listed host name, as [`SsrfGuard::check`] does).
+#[derive(Debug, Clone)]
+pub struct GuardedResolver {
+    ssrf: SsrfGuard,
+}
+
+impl GuardedResolver {
+    /// A resolver that applies `ssrf`.
+    pub fn new(ssrf: SsrfGuard) -> Self {
+        Self { ssrf }
+    }
+
+    /// The allowed addresses of `host`; an error when there are none.
+    pub async fn lookup(&self, host: &str) -> Result<Vec<SocketAddr>, String> {
+        let found = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, 0)))
+            .await
+            .map_err(|_| {
+                format!(
+                    "`{host}` did not resolve within {} s",
+                    RESOLVE_TIMEOUT.as_secs()
+                )
+            })?
+            .map_err(|e| format!("`{host}` could not be resolved: {e}"))?;
+        let any = self.ssrf.allows_host(host);
+        let (allowed, refused): (Vec<SocketAddr>, Vec<SocketAddr>) =
+            found.partition(|a| any || self.ssrf.check_addr(a.ip()).is_ok());
+        if allowed.is_empty() {
+            let refused: Vec<String> = refused.iter().map(|a| a.ip().to_string()).collect();
+            return Err(format!(
+                "`{host}` resolves to no public address (refused: {})",
+                refused.join(", ")
+            ));
+        }
+        Ok(allowed)
+    }
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let this = self.clone();
+        Box::pin(async move {
+            let addrs = this.lookup(name.as_str()).await?;
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// One delivery client per SSRF guard (per running application), so connections are reused.
+static CLIENTS: Mutex<Vec<(Weak<SsrfGuard>, reqwest::Client)>> = Mutex::new(Vec::new());
+
+fn client_for(ssrf: &Arc<SsrfGuard>) -> anyhow::Result<reqwest::Client> {
+    let mut clients = CLIENTS.lock().unwrap_or_else(PoisonError::into_inner);
+    clients.retain(|(guard, _)| guard.strong_count() > 0);
+    if let Some((_, client)) = clients
+        .iter()
+        .find(|(guard, _)| std::ptr::eq(guard.as_ptr(), Arc::as_ptr(ssrf)))
+    {
+        return Ok(client.clone());
+    }
+    let client = reqwest::Client::builder()
+        .timeout(ATTEMPT_TIMEOUT)
+        .connect_timeout(ATTEMPT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(GuardedResolver::new(ssrf.as_ref().clone()))
+        .user_agent(concat!(
+            "faceswap-gateway-webhooks/",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .build()?;
+    clients.push((Arc::downgrade(ssrf), client.clone()));
+    Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_resolver_refuses_a_name_that_resolves_to_loopback() {
+        let strict = GuardedResolver::new(SsrfGuard::default());
+        let err = strict.lookup("localhost").await.unwrap_err();
+        assert!(err.contains("no public address"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_resolver_lets_allow_listed_addresses_and_names_through() {
+        let by_net = GuardedResolver::new(
+            SsrfGuard::new(&["127.0.0.0/8".into(), "::1/128".into()]).unwrap(),
+        );
+        let addrs = by_net.lookup("localhost").await.unwrap();
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}");
+        let by_name = GuardedResolver::new(SsrfGuard::new(&["localhost".into()]).unwrap());
+        assert!(!by_name.lookup("localhost").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_client_is_built_once_per_guard() {
+        let a = Arc::new(SsrfGuard::default());
+        let b = Arc::new(SsrfGuard::default());
+        client_for(&a).unwrap();
+        client_for(&a).unwrap();
+        client_for(&b).unwrap();
+        let count = |g: &Arc<SsrfGuard>| {
+            CLIENTS
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(g)))
+                .count()
+        };
+        assert_eq!((count(&a), count(&b)), (1, 1));
+        drop(a);
+        client_for(&b).unwrap();
+        assert!(
+            CLIENTS
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|(w, _)| w.strong_count() > 0)
+        );
+    }
+}
