@@ -22,6 +22,8 @@ export SIM_BIND=${SIM_BIND:-127.0.0.1:9090}
 export GATEWAY_BIND=${GATEWAY_BIND:-127.0.0.1:8080}
 export UPSTREAM_BASE_URL="http://${SIM_BIND}"
 export UPSTREAM_CLIENT_ID=sim-client UPSTREAM_CLIENT_SECRET=sim-secret
+# The simulator serves its generated resources on loopback: let the archiver fetch them.
+export GATEWAY_SSRF_ALLOW=${GATEWAY_SSRF_ALLOW:-127.0.0.1/32}
 
 "$bin/faceswap-sim" --bind "$SIM_BIND" --client-id "$UPSTREAM_CLIENT_ID" \
   --client-secret "$UPSTREAM_CLIENT_SECRET" &

@@ -12,6 +12,8 @@ fi
 
 eval "$(scripts/dev-services.sh)"
 export DATABASE_URL REDIS_URL
+scripts/ensure-chromium.sh # headless browser for the Swagger UI test
+eval "$(scripts/s3-server.sh)" # S3-compatible server for the archive tests; exports AWS_*
 
 if [ "$#" -eq 0 ]; then
   set -- --workspace

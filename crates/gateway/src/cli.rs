@@ -72,6 +72,9 @@ enum TenantCommand {
         /// Longest a session may stay open, in seconds.
         #[arg(long, default_value_t = tenants::DEFAULT_MAX_SESSION_SECONDS)]
         max_session_seconds: i32,
+        /// Days archived resources are kept before they are deleted.
+        #[arg(long, default_value_t = crate::service::archive::DEFAULT_RETENTION_DAYS)]
+        archive_retention_days: i32,
     },
     /// Change a tenant's quota or session settings (only the flags given).
     Update {
@@ -95,6 +98,9 @@ enum TenantCommand {
         /// Longest session, seconds.
         #[arg(long)]
         max_session_seconds: Option<i32>,
+        /// Days archived resources are kept (applies to those already archived too).
+        #[arg(long)]
+        archive_retention_days: Option<i32>,
     },
     /// Issue an API key (usable as `x-api-key`) to a tenant; prints it once.
     ApiKey {
@@ -104,6 +110,14 @@ enum TenantCommand {
         #[arg(long)]
         tenant_id: String,
     },
+}
+
+/// Who the audit log records for a command-line action.
+fn cli_actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
 }
 
 /// Parses the command line and runs it; returns the process exit code.
@@ -172,7 +186,9 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
             session_seconds,
             idle_timeout_seconds,
             max_session_seconds,
+            archive_retention_days,
         } => {
+            crate::service::archive::check_retention_days(archive_retention_days)?;
             let pool = connect_db(db.url()?, 2).await?;
             crate::MIGRATOR.run(&pool).await?;
             let settings = tenants::TenantSettings {
@@ -182,7 +198,9 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
                 idle_timeout_seconds,
                 max_session_seconds,
             };
-            let created = tenants::create(&pool, &settings).await?;
+            let created = tenants::create(&pool, &settings, &cli_actor()).await?;
+            let id = TenantId::parse(&created.tenant_id)?;
+            crate::service::archive::set_retention(&pool, id, archive_retention_days).await?;
             println!("{}", serde_json::to_string_pretty(&created)?);
             Ok(())
         }
@@ -194,7 +212,11 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
             no_session_budget,
             idle_timeout_seconds,
             max_session_seconds,
+            archive_retention_days,
         } => {
+            if let Some(days) = archive_retention_days {
+                crate::service::archive::check_retention_days(days)?;
+            }
             let tenant =
                 TenantId::parse(&tenant_id).map_err(|e| anyhow::anyhow!("--tenant-id: {e}"))?;
             let pool = connect_db(db.url()?, 2).await?;
@@ -208,8 +230,13 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
                 idle_timeout_seconds,
                 max_session_seconds,
             };
-            let row = tenants::update(&pool, tenant, &changes).await?;
+            let row = tenants::update(&pool, tenant, &changes, &cli_actor()).await?;
+            let archive_retention_days = match archive_retention_days {
+                Some(days) => crate::service::archive::set_retention(&pool, tenant, days).await?,
+                None => crate::service::archive::retention(&pool, tenant).await?,
+            };
             let shown = serde_json::json!({
+                "archive_retention_days": archive_retention_days,
                 "tenant_id": tenant.to_string(),
                 "max_concurrent_sessions": row.max_concurrent_sessions,
                 "session_seconds_budget": row.session_seconds_budget,
@@ -223,7 +250,7 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
             let tenant =
                 TenantId::parse(&tenant_id).map_err(|e| anyhow::anyhow!("--tenant-id: {e}"))?;
             let pool = connect_db(db.url()?, 2).await?;
-            let created = tenants::create_api_key(&pool, tenant).await?;
+            let created = tenants::create_api_key(&pool, tenant, &cli_actor()).await?;
             println!("{}", serde_json::to_string_pretty(&created)?);
             Ok(())
         }

@@ -219,6 +219,51 @@ pub struct ServeArgs {
         default_value_t = 0
     )]
     pub drain_delay_ms: u64,
+    /// A resource this many seconds from its upstream deadline and still not archived raises
+    /// the alarm (a `resource.archive_at_risk` event and an error log line).
+    #[arg(
+        long,
+        env = "GATEWAY_ARCHIVE_ALARM_MARGIN_SECONDS",
+        value_name = "GATEWAY_ARCHIVE_ALARM_MARGIN_SECONDS",
+        default_value_t = 86_400
+    )]
+    pub archive_alarm_margin_seconds: u64,
+    /// First delay of a failed resource download's retry, in milliseconds (doubling per
+    /// failure, at most an hour, with jitter).
+    #[arg(
+        long,
+        env = "GATEWAY_ARCHIVE_RETRY_BASE_MS",
+        value_name = "GATEWAY_ARCHIVE_RETRY_BASE_MS",
+        default_value_t = 5_000
+    )]
+    pub archive_retry_base_ms: u64,
+    /// Resource downloads in flight at once per archiver step.
+    #[arg(
+        long,
+        env = "GATEWAY_ARCHIVE_CONCURRENCY",
+        value_name = "GATEWAY_ARCHIVE_CONCURRENCY",
+        default_value_t = 4
+    )]
+    pub archive_concurrency: usize,
+    /// How long the upstream keeps a generated resource whose URL comes without an expiry, in
+    /// seconds (7 days).
+    #[arg(
+        long,
+        env = "UPSTREAM_RESOURCE_TTL_SECONDS",
+        value_name = "UPSTREAM_RESOURCE_TTL_SECONDS",
+        default_value_t = 604_800
+    )]
+    pub upstream_resource_ttl_seconds: u64,
+    /// Admin API credentials, `name:token` pairs separated by commas (tokens of at least 24
+    /// characters). The admin API answers 401 to everyone while this is empty.
+    #[arg(
+        long,
+        env = "GATEWAY_ADMIN_TOKENS",
+        value_name = "GATEWAY_ADMIN_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub admin_tokens: Vec<String>,
     /// Log format: `pretty` for people, `json` for collectors.
     #[arg(
         long,
@@ -300,6 +345,12 @@ pub struct Config {
     pub workers: crate::workers::WorkerSettings,
     /// Not-ready period before the listener closes on shutdown.
     pub drain_delay: Duration,
+    /// Where archived resources go (`None`: the default local directory).
+    pub object_store_url: Option<String>,
+    /// Archiver settings.
+    pub archive: crate::archive::ArchiveSettings,
+    /// Admin API credentials.
+    pub admin_tokens: Vec<crate::auth::admin::AdminToken>,
 }
 
 /// How the gateway's own tokens are made.
@@ -399,7 +450,10 @@ impl ServeArgs {
             .collect();
         faceswap_upstream::ssrf::SsrfGuard::new(&ssrf_allow)
             .map_err(|e| ConfigError(format!("malformed setting GATEWAY_SSRF_ALLOW: {e}")))?;
+        let admin_tokens = crate::auth::admin::parse_tokens(&self.admin_tokens)
+            .map_err(|e| ConfigError(format!("malformed setting GATEWAY_ADMIN_TOKENS: {e}")))?;
         Ok(Config {
+            admin_tokens,
             database_url,
             redis_url,
             bind: self.bind,
@@ -432,6 +486,14 @@ impl ServeArgs {
                 webhook_retry_base: Duration::from_millis(self.webhook_retry_base_ms),
             },
             drain_delay: Duration::from_millis(self.drain_delay_ms),
+            object_store_url: self.object_store_url,
+            archive: crate::archive::ArchiveSettings::checked(
+                self.archive_alarm_margin_seconds,
+                self.archive_retry_base_ms,
+                self.archive_concurrency,
+                self.upstream_resource_ttl_seconds,
+            )
+            .map_err(ConfigError)?,
         })
     }
 }

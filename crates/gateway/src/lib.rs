@@ -4,12 +4,15 @@
 //! the provider's API through it; the gateway holds the provider's credentials, keeps the
 //! upstream token in Redis, and records tenants, sessions, quotas and usage in Postgres.
 
+pub mod archive;
 pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod metrics;
+pub mod net_guard;
 pub mod service;
 pub mod startup;
 pub mod store;

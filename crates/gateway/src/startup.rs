@@ -58,7 +58,8 @@ impl Application {
             detect_url: config.upstream_detect_url.clone(),
             timeout: config.upstream_timeout,
             connect_timeout: config.upstream_connect_timeout,
-        })?;
+        })?
+        .with_observer(crate::metrics::upstream_observer());
         let upstream_tokens = Arc::new(UpstreamTokens::new(
             upstream.clone(),
             config.upstream_client_id.clone(),
@@ -74,6 +75,7 @@ impl Application {
         )
         .await?;
         let ssrf = SsrfGuard::new(&config.ssrf_allow).map_err(|e| anyhow::anyhow!(e))?;
+        let archive = crate::archive::Archive::from_config(&config, &ssrf)?;
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on GATEWAY_BIND {}: {e}", config.bind))?;
@@ -91,7 +93,11 @@ impl Application {
                 lease: config.workers.lease,
             }),
             draining: Arc::default(),
+            archive: Arc::new(archive),
+            revocations: Arc::default(),
+            admins: Arc::new(config.admin_tokens.clone()),
         };
+        state.revocations.refresh(&state.db).await?;
         Ok(Self {
             listener,
             state,
@@ -131,6 +137,14 @@ impl Application {
         } else {
             tokio::task::JoinSet::new()
         };
+        {
+            let (revocations, db, stop) = (
+                self.state.revocations.clone(),
+                self.state.db.clone(),
+                stop.clone(),
+            );
+            worker_tasks.spawn(async move { revocations.run_until_stopped(db, stop).await });
+        }
         let draining = self.state.draining.clone();
         let drain_delay = self.drain_delay;
         let app = http::router(self.state, self.role.serves_api());

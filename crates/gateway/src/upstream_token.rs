@@ -117,6 +117,7 @@ impl UpstreamTokens {
         match call(token.token.clone()).await {
             Err(e) if e.is_token_rejected() => {
                 tracing::info!("upstream refused its token; refreshing");
+                crate::metrics::upstream_token_refused(e.call());
                 self.invalidate(&token).await;
                 let fresh = self.current().await?;
                 call(fresh.token).await
@@ -208,7 +209,9 @@ impl UpstreamTokens {
         let issued = self
             .client
             .get_token(&self.client_id, &self.client_secret)
-            .await?;
+            .await;
+        crate::metrics::upstream_token_fetched(issued.is_ok());
+        let issued = issued?;
         tracing::info!(
             expires_at = issued.expires_at,
             "fetched a new upstream token"

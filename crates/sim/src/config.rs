@@ -75,6 +75,9 @@ pub struct Knobs {
     /// Size of the recording minted when a session closes, in bytes.
     #[arg(long, env = "SIM_RECORDING_BYTES", default_value_t = 256 * 1024)]
     pub recording_bytes: u64,
+    /// The next this many resource downloads answer HTTP 500 (counting down as they do).
+    #[arg(long, env = "SIM_RESOURCE_FAIL_COUNT", default_value_t = 0)]
+    pub resource_fail_count: u64,
 }
 
 impl Knobs {

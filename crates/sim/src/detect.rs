@@ -144,6 +144,35 @@ pub fn detect_faces(bytes: &[u8], single_face: bool) -> Result<Vec<Face>, Detect
     Ok(faces)
 }
 
+/// PNG crops of `faces` (boxes in the image's pixels) out of the image in `bytes`, in the same
+/// order. CPU-bound: call it from a blocking thread.
+pub fn crop_faces(bytes: &[u8], faces: &[Face]) -> Result<Vec<Vec<u8>>, DetectError> {
+    let image = decode(bytes)?;
+    faces
+        .iter()
+        .map(|f| {
+            let x = u32::try_from(f.x.max(0))
+                .unwrap_or(0)
+                .min(image.width().saturating_sub(1));
+            let y = u32::try_from(f.y.max(0))
+                .unwrap_or(0)
+                .min(image.height().saturating_sub(1));
+            let w = u32::try_from(f.width.max(1))
+                .unwrap_or(1)
+                .min(image.width() - x);
+            let h = u32::try_from(f.height.max(1))
+                .unwrap_or(1)
+                .min(image.height() - y);
+            let mut png = Vec::new();
+            image
+                .crop_imm(x, y, w, h)
+                .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+                .map_err(|e| DetectError::Unreadable(e.to_string()))?;
+            Ok(png)
+        })
+        .collect()
+}
+
 fn decode(bytes: &[u8]) -> Result<DynamicImage, DetectError> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
@@ -356,6 +385,35 @@ mod tests {
             .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
         assert_eq!(detect_faces(&png, false), Err(DetectError::NoFace));
+    }
+
+    #[test]
+    fn face_crops_are_pngs_of_the_box_clamped_to_the_image() {
+        let img = image::RgbImage::from_fn(100, 80, |x, y| image::Rgb([x as u8, y as u8, 0]));
+        let mut png = Vec::new();
+        image::DynamicImage::ImageRgb8(img)
+            .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let inside = Face {
+            x: 10,
+            y: 20,
+            width: 30,
+            height: 40,
+            score: 1.0,
+        };
+        let over_the_edge = Face {
+            x: 90,
+            y: 70,
+            width: 50,
+            height: 50,
+            score: 1.0,
+        };
+        let crops = crop_faces(&png, &[inside, over_the_edge]).unwrap();
+        let first = image::load_from_memory(&crops[0]).unwrap();
+        assert_eq!((first.width(), first.height()), (30, 40));
+        assert_eq!(first.to_rgb8().get_pixel(0, 0).0, [10, 20, 0]);
+        let second = image::load_from_memory(&crops[1]).unwrap();
+        assert_eq!((second.width(), second.height()), (10, 10));
     }
 
     #[test]

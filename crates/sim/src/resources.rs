@@ -161,6 +161,33 @@ impl Resources {
             .collect()
     }
 
+    /// Mints one PNG per face crop of a detection, valid until `expires_at`; returns their URLs
+    /// in the order given.
+    pub fn mint_face_crops(
+        &mut self,
+        base_url: &str,
+        trx_id: &str,
+        crops: Vec<Bytes>,
+        expires_at: u64,
+    ) -> Vec<String> {
+        crops
+            .into_iter()
+            .enumerate()
+            .map(|(i, png)| {
+                let path = format!("faces/{trx_id}/{i}.png");
+                self.map.insert(
+                    path.clone(),
+                    StoredResource {
+                        body: Body::Inline(png),
+                        content_type: "image/png",
+                        expires_at,
+                    },
+                );
+                format!("{base_url}/resources/{path}")
+            })
+            .collect()
+    }
+
     /// The resource at `path` if it has not expired at `now`; expired ones are forgotten.
     pub fn get(&mut self, path: &str, now: u64) -> Option<StoredResource> {
         let found = self.map.get(path)?;
@@ -219,6 +246,28 @@ mod tests {
             image::ImageFormat::Png
         );
         assert_eq!(bytes.len() as u64, snap.size);
+    }
+
+    #[tokio::test]
+    async fn face_crops_are_served_as_given_until_they_expire() {
+        let mut res = Resources::default();
+        let urls = res.mint_face_crops(
+            "http://sim",
+            "abc",
+            vec![Bytes::from_static(b"one"), Bytes::from_static(b"two")],
+            100,
+        );
+        assert_eq!(
+            urls,
+            [
+                "http://sim/resources/faces/abc/0.png",
+                "http://sim/resources/faces/abc/1.png"
+            ]
+        );
+        let second = res.get("faces/abc/1.png", 99).unwrap();
+        assert_eq!(second.content_type, "image/png");
+        assert_eq!(collect(&second).await, b"two");
+        assert!(res.get("faces/abc/0.png", 100).is_none());
     }
 
     #[test]

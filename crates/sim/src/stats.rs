@@ -49,6 +49,8 @@ pub struct Stats {
     errors_injected: AtomicU64,
     drops_injected: AtomicU64,
     timeouts_injected: AtomicU64,
+    resource_downloads: AtomicU64,
+    resource_failures: AtomicU64,
 }
 
 /// Which fault was injected.
@@ -130,6 +132,33 @@ impl Stats {
     }
 }
 
+/// Resource downloads received.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ResourceCounts {
+    /// Requests for `/resources/...`, failed ones included.
+    pub downloads: u64,
+    /// Of those, answered 500 by `resource_fail_count`.
+    pub failed: u64,
+}
+
+impl Stats {
+    /// Counts one resource download; `failed` when it was answered 500 on purpose.
+    pub fn record_resource_download(&self, failed: bool) {
+        self.resource_downloads.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.resource_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The resource download counts now.
+    pub fn resources(&self) -> ResourceCounts {
+        ResourceCounts {
+            downloads: self.resource_downloads.load(Ordering::Relaxed),
+            failed: self.resource_failures.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// The body of `GET /sim/stats`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct StatsReport {
@@ -143,4 +172,7 @@ pub struct StatsReport {
     pub tokens_issued: u64,
     /// Faults injected since start.
     pub faults: FaultCounts,
+    /// Resource downloads since start.
+    #[serde(default)]
+    pub resources: ResourceCounts,
 }

@@ -105,7 +105,16 @@ impl Builder {
         let redis_url = self.redis_url.clone().unwrap_or_else(|| {
             std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
         });
-        let config = config(&sim.base_url(), &redis_url, &prefix, &self.extra_args);
+        let mut extra = self.extra_args.clone();
+        if !extra.iter().any(|a| a == "--object-store-url") {
+            // A private archive directory per test, unless the test names a store.
+            let dir = std::env::temp_dir().join(format!("faceswap-test-archive/{prefix}"));
+            extra.extend([
+                "--object-store-url".into(),
+                format!("file://{}", dir.display()),
+            ]);
+        }
+        let config = config(&sim.base_url(), &redis_url, &prefix, &extra);
         let workers = config.workers.clone();
         let app = Application::build_with_pool(config, pool.clone())
             .await
@@ -221,7 +230,7 @@ impl TestApp {
 
     /// Creates a tenant with the given settings.
     pub async fn tenant_with(&self, settings: &TenantSettings) -> TestTenant {
-        let created = faceswap_gateway::service::tenants::create(&self.pool, settings)
+        let created = faceswap_gateway::service::tenants::create(&self.pool, settings, "test")
             .await
             .expect("tenant created");
         TestTenant {

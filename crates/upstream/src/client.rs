@@ -39,6 +39,19 @@ pub struct UpstreamConfig {
 pub struct UpstreamClient {
     http: reqwest::Client,
     endpoints: Arc<Endpoints>,
+    observer: Observer,
+}
+
+/// Told about every finished call: which, how long it took, and how it ended (for metrics).
+pub type CallObserver = Arc<dyn Fn(Call, Duration, Result<(), &UpstreamError>) + Send + Sync>;
+
+#[derive(Clone, Default)]
+struct Observer(Option<CallObserver>);
+
+impl fmt::Debug for Observer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "Observer" } else { "None" })
+    }
 }
 
 /// A detection answer the upstream gave with HTTP 2xx, to pass through to the tenant.
@@ -91,7 +104,28 @@ impl UpstreamClient {
         Ok(Self {
             http,
             endpoints: Arc::new(endpoints),
+            observer: Observer::default(),
         })
+    }
+
+    /// Reports every finished call to `observer`.
+    pub fn with_observer(mut self, observer: CallObserver) -> Self {
+        self.observer = Observer(Some(observer));
+        self
+    }
+
+    /// Runs one call and reports its duration and result to the observer.
+    async fn observed<T>(
+        &self,
+        call: Call,
+        run: impl Future<Output = Result<T, UpstreamError>>,
+    ) -> Result<T, UpstreamError> {
+        let started = Instant::now();
+        let result = run.await;
+        if let Some(observe) = &self.observer.0 {
+            observe(call, started.elapsed(), result.as_ref().map(drop));
+        }
+        result
     }
 
     /// The URL `call` posts to.
@@ -101,6 +135,18 @@ impl UpstreamClient {
 
     /// Exchanges the account's credentials for an access token.
     pub async fn get_token(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+    ) -> Result<IssuedToken, UpstreamError> {
+        self.observed(
+            Call::GetToken,
+            self.get_token_unobserved(client_id, client_secret),
+        )
+        .await
+    }
+
+    async fn get_token_unobserved(
         &self,
         client_id: &str,
         client_secret: &str,
@@ -124,6 +170,15 @@ impl UpstreamClient {
     /// image) are answers, not errors: they come back in the outcome for pass-through. Only
     /// 1101/1102 become [`UpstreamError::Business`], so token refresh works as for other calls.
     pub async fn detect(&self, token: &str, body: Bytes) -> Result<DetectOutcome, UpstreamError> {
+        self.observed(Call::Detect, self.detect_unobserved(token, body))
+            .await
+    }
+
+    async fn detect_unobserved(
+        &self,
+        token: &str,
+        body: Bytes,
+    ) -> Result<DetectOutcome, UpstreamError> {
         #[derive(Deserialize)]
         struct Head {
             error_code: i64,
@@ -174,8 +229,11 @@ impl UpstreamClient {
         let req = SessionIdRequest {
             id: upstream_id.to_owned(),
         };
-        let (status, body) = self.post(call, Some(token), to_json(call, &req)?).await?;
-        success_envelope(call, status, &body).map(drop)
+        self.observed(call, async {
+            let (status, body) = self.post(call, Some(token), to_json(call, &req)?).await?;
+            success_envelope(call, status, &body).map(drop)
+        })
+        .await
     }
 
     /// Reads a live session.
@@ -187,6 +245,16 @@ impl UpstreamClient {
     }
 
     async fn session_call(
+        &self,
+        call: Call,
+        token: &str,
+        req: &impl serde::Serialize,
+    ) -> Result<LiveSession, UpstreamError> {
+        self.observed(call, self.session_call_unobserved(call, token, req))
+            .await
+    }
+
+    async fn session_call_unobserved(
         &self,
         call: Call,
         token: &str,

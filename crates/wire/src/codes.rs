@@ -29,6 +29,8 @@ impl Code {
     /// Gateway: the session is not in a state that allows the call (e.g. already closed).
     /// HTTP 409.
     pub const CONFLICT: Code = Code(4009);
+    /// Gateway: the tenant is suspended by an operator. HTTP 403.
+    pub const TENANT_SUSPENDED: Code = Code(4003);
     /// Gateway: the request body exceeds the configured limit. HTTP 413.
     pub const PAYLOAD_TOO_LARGE: Code = Code(4013);
     /// Gateway: an unexpected internal error; the log has the cause. HTTP 500.

@@ -14,6 +14,10 @@ pub struct DetectRequest {
     /// The image itself, base64-encoded (standard alphabet; a `data:` URL prefix is accepted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub img: Option<String>,
+    /// Also answer a URL per face of a crop of it (`face_urls`), downloadable as long as other
+    /// generated resources (the gateway archives them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub return_face_urls: bool,
 }
 
 /// The detection answer. It does not use the `{code, msg}` envelope: `error_code` 0 is success.
@@ -40,6 +44,12 @@ pub struct DetectResponse {
     /// Transaction id of this call.
     #[serde(default)]
     pub trx_id: String,
+    /// Per face, the URL of a crop of it (PNG), when `return_face_urls` was asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub face_urls: Vec<String>,
+    /// When the `face_urls` stop being downloadable, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face_urls_expires_at: Option<i64>,
 }
 
 impl DetectResponse {

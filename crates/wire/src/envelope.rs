@@ -39,8 +39,26 @@ impl Envelope<serde_json::Value> {
     }
 }
 
-/// An envelope without data, as `close` answers.
-pub type EmptyEnvelope = Envelope<serde_json::Value>;
+/// An answer with only a code and a message: every error, and calls without data. Its JSON is
+/// what [`Envelope::error`] produces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EmptyEnvelope {
+    /// Business code; 1000 is success. See the error table for the others.
+    pub code: Code,
+    /// Human-readable status message.
+    #[serde(default)]
+    pub msg: String,
+}
+
+impl EmptyEnvelope {
+    /// An answer with `code` and `msg`.
+    pub fn new(code: Code, msg: impl Into<String>) -> Self {
+        Self {
+            code,
+            msg: msg.into(),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,7 @@
 //! Tenant authentication: the gateway's own JWTs, client secrets and API keys.
 
+pub mod admin;
 pub mod api_keys;
 pub mod jwt;
 pub mod passwords;
+pub mod revocation;

@@ -133,3 +133,10 @@ prefixed_id!(
     "whe",
     "webhook endpoint"
 );
+
+prefixed_id!(
+    /// A generated resource (image, video) recorded for archiving.
+    ResourceId,
+    "res",
+    "resource"
+);

@@ -5,6 +5,7 @@ pub mod credentials;
 pub mod events;
 pub mod ids;
 pub mod quota;
+pub mod resources;
 pub mod session;
 pub mod webhook_signature;
 pub mod webhooks;

@@ -69,6 +69,8 @@ pub enum CloseReason {
     Reconciled,
     /// The upstream create's outcome is unknown.
     Lost,
+    /// An operator closed it, or suspended its tenant.
+    Admin,
 }
 
 impl CloseReason {
@@ -82,6 +84,7 @@ impl CloseReason {
             "budget" => Self::Budget,
             "reconciled" => Self::Reconciled,
             "lost" => Self::Lost,
+            "admin" => Self::Admin,
             _ => return None,
         })
     }
@@ -96,6 +99,7 @@ impl CloseReason {
             Self::Budget => "budget",
             Self::Reconciled => "reconciled",
             Self::Lost => "lost",
+            Self::Admin => "admin",
         }
     }
 }

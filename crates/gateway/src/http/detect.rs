@@ -16,9 +16,12 @@ async fn forward(
     body: Result<Body, ApiError>,
 ) -> Response {
     let result = async {
-        tenant?;
+        let tenant = tenant?;
         let Body(bytes) = body?;
-        service::detect::detect(&state, bytes).await
+        let detected = service::detect::detect(&state, bytes).await?;
+        // Face crop URLs in the answer are recorded for archiving; the body passes untouched.
+        service::archive::record_detect_answer(&state, tenant.id, &detected.body).await;
+        Ok::<_, ApiError>(detected)
     }
     .await;
     match result {

@@ -23,6 +23,12 @@ pub enum ApiError {
     /// The credentials are wrong, expired or revoked.
     #[error("invalid authorization: {0}")]
     AuthInvalid(&'static str),
+    /// The tenant is suspended.
+    #[error("the tenant is suspended; contact the operator")]
+    Suspended,
+    /// The admin API refused the credential (or is disabled).
+    #[error("{0}")]
+    AdminAuth(&'static str),
     /// No such object (named by the field) for this tenant; another tenant's looks the same.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -67,6 +73,8 @@ impl ApiError {
                 self.to_string(),
             ),
             Self::AuthMissing => (S::UNAUTHORIZED, Code::AUTH_MISSING, self.to_string()),
+            Self::Suspended => (S::FORBIDDEN, Code::TENANT_SUSPENDED, self.to_string()),
+            Self::AdminAuth(_) => (S::UNAUTHORIZED, Code::TOKEN_INVALID, self.to_string()),
             Self::AuthInvalid(_) => (S::UNAUTHORIZED, Code::TOKEN_INVALID, self.to_string()),
             Self::NotFound(_) | Self::NoRoute => (S::NOT_FOUND, Code::NOT_FOUND, self.to_string()),
             Self::MethodNotAllowed => (
@@ -102,7 +110,8 @@ impl ApiError {
     pub fn into_detect_response(self) -> Response {
         let (status, code, msg) = self.parts();
         self.log(status);
-        (status, Json(DetectResponse::error(code.0, msg, ""))).into_response()
+        let metric = axum::Extension(super::observe::ErrorCode(code.0));
+        (status, metric, Json(DetectResponse::error(code.0, msg, ""))).into_response()
     }
 }
 
@@ -148,7 +157,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, msg) = self.parts();
         self.log(status);
-        (status, Json(Envelope::error(code, msg))).into_response()
+        let metric = axum::Extension(super::observe::ErrorCode(code.0));
+        (status, metric, Json(Envelope::error(code, msg))).into_response()
     }
 }
 

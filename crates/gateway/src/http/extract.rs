@@ -79,10 +79,19 @@ impl FromRequestParts<AppState> for Tenant {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let presented = presented_credential(&parts.headers)?;
-        match ApiKey::parse(presented) {
+        let tenant = match ApiKey::parse(presented) {
             Some(key) => authenticate_api_key(state, presented, &key).await,
             None => authenticate_token(state, presented).await,
+        }?;
+        super::observe::record_tenant(&parts.extensions, tenant.id);
+        // Tokens and cached keys outlive a revocation or suspension; the deny lists do not.
+        if state.revocations.is_revoked(tenant.credential_id) {
+            return Err(ApiError::AuthInvalid("the credential has been revoked"));
         }
+        if state.revocations.is_suspended(tenant.id.0) {
+            return Err(ApiError::Suspended);
+        }
+        Ok(tenant)
     }
 }
 

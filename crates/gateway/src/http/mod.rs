@@ -1,12 +1,15 @@
 //! The HTTP surface: one file per resource, each with its handlers; this module builds the
 //! router and the OpenAPI document from the same registrations.
 
+pub mod admin;
 mod detect;
 pub mod error;
 mod events;
 pub mod extract;
 mod live;
 mod meta;
+pub mod observe;
+pub mod resources;
 mod sessions;
 mod token;
 mod webhooks;
@@ -60,6 +63,12 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Set on shutdown: `/readyz` answers 503 so load balancers stop sending.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Revoked credentials and suspended tenants.
+    pub revocations: Arc<crate::auth::revocation::Revocations>,
+    /// Admin API credentials.
+    pub admins: Arc<Vec<crate::auth::admin::AdminToken>>,
+    /// Object storage and the archiver's download client.
+    pub archive: Arc<crate::archive::Archive>,
 }
 
 impl AppState {
@@ -122,6 +131,17 @@ impl utoipa::Modify for SecuritySchemes {
                 "An API key (`fsk_…`) or a gateway token; Authorization wins when both are sent",
             ))),
         );
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An admin token from GATEWAY_ADMIN_TOKENS (never a tenant token)",
+                    ))
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -138,6 +158,8 @@ impl utoipa::Modify for SecuritySchemes {
         (name = "live", description = "Live face swap sessions (drop-in)"),
         (name = "sessions", description = "Gateway extensions for sessions and usage"),
         (name = "events", description = "Session events: SSE stream and signed webhooks"),
+        (name = "admin", description = "Operators: tenants, credentials, usage, sessions (admin credential)"),
+        (name = "resources", description = "Generated resources, archived to object storage"),
         (name = "meta", description = "Keys and probes"),
     )
 )]
@@ -148,6 +170,8 @@ fn probe_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(meta::livez))
         .routes(routes!(meta::readyz))
+        // Prometheus scrapes, not tenants: kept out of the OpenAPI document.
+        .route("/metrics", axum::routing::get(observe::get_metrics))
 }
 
 /// Every route, registered with its documentation.
@@ -167,7 +191,21 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(events::stream_events))
         .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
         .routes(routes!(webhooks::delete_webhook))
+        .routes(routes!(resources::list_session_resources))
+        .routes(routes!(resources::list_resources))
+        .routes(routes!(resources::get_resource))
         .routes(routes!(meta::jwks))
+        .routes(routes!(admin::create_tenant, admin::list_tenants))
+        .routes(routes!(admin::get_tenant, admin::update_tenant))
+        .routes(routes!(admin::suspend_tenant))
+        .routes(routes!(admin::resume_tenant))
+        .routes(routes!(admin::list_credentials, admin::issue_credential))
+        .routes(routes!(admin::revoke_credential))
+        .routes(routes!(admin::rotate_credential))
+        .routes(routes!(admin::usage_report))
+        .routes(routes!(admin::admin_list_sessions))
+        .routes(routes!(admin::admin_close_session))
+        .routes(routes!(admin::audit_log))
 }
 
 /// The OpenAPI document, built without any I/O.
@@ -178,11 +216,18 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The application router: the whole API, or only the probes (worker processes).
 pub fn router(state: AppState, serve_api: bool) -> axum::Router {
     let max_body = state.settings.max_body_bytes;
-    let (router, _) = if serve_api { routes() } else { probe_routes() }.split_for_parts();
+    let (router, doc) = if serve_api { routes() } else { probe_routes() }.split_for_parts();
+    let router = if serve_api {
+        // Swagger UI's files are compiled into the binary: /docs works offline.
+        router.merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", doc))
+    } else {
+        router
+    };
     router
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(observe::layer())
         .with_state(state)
 }
 

@@ -48,7 +48,10 @@ pub async fn close_claimed(state: &AppState, row: &SessionRow) -> Result<Session
     }
     // A session that had failed stays failed; any other one ends in success.
     let final_status = if row.faceswap_status == Some(4) { 4 } else { 3 };
-    settle(state, row.session_id, Some(final_status)).await
+    let closed = settle(state, row.session_id, Some(final_status)).await?;
+    // The close mints the session's resources upstream: record them for archiving.
+    crate::service::archive::after_close(state, &closed).await;
+    Ok(closed)
 }
 
 /// Marks a `closing` session closed without an upstream call (the upstream already agrees),
@@ -88,5 +91,6 @@ pub async fn settle(
     .await?;
     tx.commit().await?;
     tracing::info!(session_id = %SessionId(session_id), reason = reason.as_str(), seconds, "session closed");
+    crate::metrics::session_closed(reason.as_str());
     Ok(closed)
 }

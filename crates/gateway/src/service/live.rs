@@ -82,7 +82,9 @@ pub fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
     if raw.trim().is_empty() {
         return Err(ApiError::BadRequest("_id cannot be empty".into()));
     }
-    SessionId::parse(raw.trim()).map_err(|_| ApiError::NotFound("session"))
+    let id = SessionId::parse(raw.trim()).map_err(|_| ApiError::NotFound("session"))?;
+    crate::http::observe::record_session(id);
+    Ok(id)
 }
 
 /// Reserves a slot, creates the session upstream, records it.
@@ -94,6 +96,7 @@ pub async fn create(
     validate_source_image(&req.source_image)?;
     state.ssrf_check_sources(&req.source_image)?;
     let session_id = SessionId::generate().0;
+    crate::http::observe::record_session(SessionId(session_id));
     let source_json = serde_json::to_value(&req.source_image).map_err(anyhow::Error::from)?;
 
     let mut tx = state.db.begin().await?;
@@ -206,6 +209,7 @@ pub async fn info(
             async move { upstream.info(&token, &upstream_id).await }
         })
         .await?;
+    crate::service::archive::record_live(state, &row, &live).await;
     crate::service::status::record(state, row, i16::from(live.faceswap_status.as_u8())).await
 }
 

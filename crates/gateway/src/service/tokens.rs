@@ -35,7 +35,7 @@ pub async fn issue(state: &AppState, req: TokenRequest) -> Result<TokenResponse,
         return Err(invalid);
     }
     if row.tenant_status != "active" {
-        return Err(ApiError::AuthInvalid("the tenant is suspended"));
+        return Err(ApiError::Suspended);
     }
     let now = chrono::Utc::now().timestamp().max(0) as u64;
     let (token, exp) =

@@ -186,5 +186,6 @@ pub async fn disable_endpoint(
     store::events::insert(&mut tx, row.tenant_id, None, WEBHOOK_DISABLED, &payload).await?;
     tx.commit().await?;
     tracing::warn!(tenant_id = %TenantId(row.tenant_id), endpoint_id = %id, reason, "webhook endpoint disabled");
+    crate::metrics::webhook_endpoint_disabled();
     Ok(true)
 }

@@ -1,10 +1,12 @@
 //! Persistence: small functions over a connection or transaction, every tenant-facing one scoped
 //! by `tenant_id`.
 
+pub mod admin;
 pub mod credentials;
 pub mod event_feed;
 pub mod events;
 pub mod keys;
+pub mod resources;
 pub mod sessions;
 pub mod tenants;
 pub mod webhooks;

@@ -17,6 +17,7 @@ macro_rules! columns {
          opened_at, last_activity_at, closed_at, close_reason, close_attempts"
     };
 }
+pub(crate) use columns;
 
 /// A session as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -2,6 +2,7 @@
 //! `FOR UPDATE SKIP LOCKED` and a lease, so any number of processes can run them against one
 //! Postgres; [`run_until_stopped`] repeats it until the shutdown token fires.
 
+pub mod archiver;
 pub mod monitor;
 pub mod reaper;
 pub mod webhooks;
@@ -101,6 +102,13 @@ pub fn spawn_all(
         set.spawn(run_until_stopped("webhooks", tick, stop, move || {
             let (state, settings) = (state.clone(), settings.clone());
             async move { webhooks::run_once(&state, &settings).await }
+        }));
+    }
+    {
+        let (state, settings, stop) = (state.clone(), settings.clone(), stop.clone());
+        set.spawn(run_until_stopped("archiver", tick, stop, move || {
+            let (state, settings) = (state.clone(), settings.clone());
+            async move { archiver::run_once(&state, &settings).await }
         }));
     }
     set

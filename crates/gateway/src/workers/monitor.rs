@@ -66,6 +66,7 @@ async fn poll(state: &AppState, row: SessionRow) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
+    service::archive::record_live(state, &row, &live).await;
     let status = i16::from(live.faceswap_status.as_u8());
     let row = service::status::record(state, row, status).await?;
     if status == 3 || live.closed_at.is_some() {

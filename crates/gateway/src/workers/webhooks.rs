@@ -15,14 +15,11 @@
 //! names itself, so a name that turns private between the check and the connection is refused
 //! as well. Redirects are not followed and proxies are not used.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Duration;
 
 use chrono::Utc;
 use faceswap_upstream::ssrf::SsrfGuard;
 use futures_util::StreamExt;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use super::{Outcome, WorkerSettings};
 use crate::domain::webhook_signature::Secret;
@@ -34,8 +31,6 @@ use crate::store::webhooks::ClaimedDelivery;
 
 /// Deliveries in flight at once per step.
 pub const CONCURRENCY: usize = 16;
-/// Longest wait for DNS at connect time.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Delivers one batch of due deliveries.
 #[tracing::instrument(skip_all)]
@@ -128,6 +123,7 @@ async fn settle(
     let error = match result {
         Ok(()) => {
             store::webhooks::record_delivered(&mut conn, d).await?;
+            crate::metrics::webhook_attempt("delivered");
             return Ok(());
         }
         Err(error) => error,
@@ -142,11 +138,13 @@ async fn settle(
     );
     if let Some(delay) = webhooks::retry_delay(attempts, base, rand::random::<f64>()) {
         store::webhooks::record_retry(&mut conn, d, delay, &error).await?;
+        crate::metrics::webhook_attempt("retry");
         return Ok(());
     }
     if !store::webhooks::record_failed(&mut conn, d, &error).await? {
         return Ok(());
     }
+    crate::metrics::webhook_attempt("failed");
     tracing::warn!(
         event_id = d.event_id,
         attempts,
@@ -161,53 +159,8 @@ async fn settle(
     Ok(())
 }
 
-/// Resolves names for the delivery client and keeps only the addresses the guard allows (all
-/// of them for an allow-listed host name, as [`SsrfGuard::check`] does).
-#[derive(Debug, Clone)]
-pub struct GuardedResolver {
-    ssrf: SsrfGuard,
-}
-
-impl GuardedResolver {
-    /// A resolver that applies `ssrf`.
-    pub fn new(ssrf: SsrfGuard) -> Self {
-        Self { ssrf }
-    }
-
-    /// The allowed addresses of `host`; an error when there are none.
-    pub async fn lookup(&self, host: &str) -> Result<Vec<SocketAddr>, String> {
-        let found = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, 0)))
-            .await
-            .map_err(|_| {
-                format!(
-                    "`{host}` did not resolve within {} s",
-                    RESOLVE_TIMEOUT.as_secs()
-                )
-            })?
-            .map_err(|e| format!("`{host}` could not be resolved: {e}"))?;
-        let any = self.ssrf.allows_host(host);
-        let (allowed, refused): (Vec<SocketAddr>, Vec<SocketAddr>) =
-            found.partition(|a| any || self.ssrf.check_addr(a.ip()).is_ok());
-        if allowed.is_empty() {
-            let refused: Vec<String> = refused.iter().map(|a| a.ip().to_string()).collect();
-            return Err(format!(
-                "`{host}` resolves to no public address (refused: {})",
-                refused.join(", ")
-            ));
-        }
-        Ok(allowed)
-    }
-}
-
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let this = self.clone();
-        Box::pin(async move {
-            let addrs = this.lookup(name.as_str()).await?;
-            Ok(Box::new(addrs.into_iter()) as Addrs)
-        })
-    }
-}
+/// The connect-time resolver, shared with the archiver (see [`crate::net_guard`]).
+pub use crate::net_guard::GuardedResolver;
 
 /// One delivery client per SSRF guard (per running application), so connections are reused.
 static CLIENTS: Mutex<Vec<(Weak<SsrfGuard>, reqwest::Client)>> = Mutex::new(Vec::new());
@@ -241,24 +194,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    #[tokio::test]
-    async fn the_resolver_refuses_a_name_that_resolves_to_loopback() {
-        let strict = GuardedResolver::new(SsrfGuard::default());
-        let err = strict.lookup("localhost").await.unwrap_err();
-        assert!(err.contains("no public address"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn the_resolver_lets_allow_listed_addresses_and_names_through() {
-        let by_net = GuardedResolver::new(
-            SsrfGuard::new(&["127.0.0.0/8".into(), "::1/128".into()]).unwrap(),
-        );
-        let addrs = by_net.lookup("localhost").await.unwrap();
-        assert!(addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}");
-        let by_name = GuardedResolver::new(SsrfGuard::new(&["localhost".into()]).unwrap());
-        assert!(!by_name.lookup("localhost").await.unwrap().is_empty());
-    }
 
     #[tokio::test]
     async fn a_client_is_built_once_per_guard() {

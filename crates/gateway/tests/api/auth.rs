@@ -134,10 +134,11 @@ async fn api_keys_work_as_x_api_key_or_bearer_and_authorization_wins(pool: PgPoo
     let app = TestApp::spawn(pool.clone()).await;
     let tenant = app.tenant(2, None).await;
     let tenant_id = faceswap_gateway::domain::ids::TenantId::parse(&tenant.tenant_id).unwrap();
-    let key = faceswap_gateway::service::tenants::create_api_key(&pool, tenant_id)
+    let key = faceswap_gateway::service::tenants::create_api_key(&pool, tenant_id, "test")
         .await
         .unwrap()
-        .api_key;
+        .api_key
+        .unwrap();
     let usage = app.url("/v1/usage");
 
     for req in [

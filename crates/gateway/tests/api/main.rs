@@ -3,12 +3,16 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod admin;
+mod archive;
 mod auth;
 mod detect;
+mod docs;
 mod events;
 mod flow;
 mod isolation;
 mod lifecycle;
+mod observability;
 mod quota;
 mod sessions;
 mod shutdown;

@@ -127,27 +127,50 @@ pub async fn detect(
         }
     };
     let single = req.single_face;
-    let found = tokio::task::spawn_blocking(move || detect::detect_faces(&bytes, single))
-        .await
-        .unwrap_or_else(|_| {
-            Err(DetectError::Unreadable(
-                "the image crashed the decoder".into(),
-            ))
-        });
+    let want_crops = req.return_face_urls;
+    let found = tokio::task::spawn_blocking(move || {
+        let faces = detect::detect_faces(&bytes, single)?;
+        let crops = if want_crops {
+            detect::crop_faces(&bytes, &faces)?
+        } else {
+            Vec::new()
+        };
+        Ok((faces, crops))
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(DetectError::Unreadable(
+            "the image crashed the decoder".into(),
+        ))
+    });
     match found {
-        Ok(faces) => Json(DetectResponse {
-            error_code: detect_codes::SUCCESS,
-            error_msg: "SUCCESS".to_owned(),
-            landmarks: faces.iter().map(detect::landmarks).collect(),
-            landmarks_str: faces.iter().map(detect::landmarks_str).collect(),
-            region: faces
-                .iter()
-                .map(|f| [f.x, f.y, f.width, f.height])
-                .collect(),
-            seconds: started.elapsed().as_secs_f64(),
-            trx_id,
-        })
-        .into_response(),
+        Ok((faces, crops)) => {
+            let (face_urls, face_urls_expires_at) = if want_crops {
+                let expires_at = unix_now() + state.knobs().resource_retention_seconds;
+                let crops = crops.into_iter().map(Bytes::from).collect();
+                let mut resources = state.resources();
+                resources.prune(unix_now());
+                let urls = resources.mint_face_crops(&state.public_url, &trx_id, crops, expires_at);
+                (urls, Some(expires_at as i64))
+            } else {
+                (Vec::new(), None)
+            };
+            Json(DetectResponse {
+                error_code: detect_codes::SUCCESS,
+                error_msg: "SUCCESS".to_owned(),
+                landmarks: faces.iter().map(detect::landmarks).collect(),
+                landmarks_str: faces.iter().map(detect::landmarks_str).collect(),
+                region: faces
+                    .iter()
+                    .map(|f| [f.x, f.y, f.width, f.height])
+                    .collect(),
+                seconds: started.elapsed().as_secs_f64(),
+                trx_id,
+                face_urls,
+                face_urls_expires_at,
+            })
+            .into_response()
+        }
         Err(e) => {
             let mut answer = DetectResponse::error(e.code(), e.to_string(), &trx_id);
             answer.seconds = started.elapsed().as_secs_f64();
@@ -299,11 +322,26 @@ pub async fn info(State(state): State<Arc<SimState>>, headers: HeaderMap, body: 
     }
 }
 
-/// `GET /resources/{path}`: a generated resource, until its retention runs out.
+/// `GET /resources/{path}`: a generated resource, until its retention runs out. While
+/// `resource_fail_count` is above zero, a download answers 500 and counts it down.
 pub async fn get_resource(
     State(state): State<Arc<SimState>>,
     Path(path): Path<String>,
 ) -> Response {
+    let failing = {
+        let mut knobs = state.knobs.write().unwrap_or_else(|e| e.into_inner());
+        let failing = knobs.resource_fail_count > 0;
+        knobs.resource_fail_count = knobs.resource_fail_count.saturating_sub(1);
+        failing
+    };
+    state.stats.record_resource_download(failing);
+    if failing {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "injected resource download failure",
+        )
+            .into_response();
+    }
     let now = unix_now();
     let found = state.resources().get(&path, now);
     let Some(resource) = found else {

@@ -53,6 +53,7 @@ pub async fn get_stats(State(state): State<Arc<SimState>>) -> Json<StatsReport> 
         sessions_created: state.sessions_created.load(Ordering::Relaxed),
         tokens_issued: state.tokens_issued.load(Ordering::Relaxed),
         faults: state.stats.faults(),
+        resources: state.stats.resources(),
     })
 }
 

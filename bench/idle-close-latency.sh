@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Measures the time from a session's idle deadline to its close upstream, with the gateway's
+# default worker settings (GATEWAY_WORKER_TICK_MS=1000). Prints min/avg/max over N sessions.
+#   bench/idle-close-latency.sh [N]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-20}
+eval "$(scripts/dev-services.sh)"
+cargo build --locked --release -q -p faceswap-gateway -p faceswap-sim
+bin=target/release
+db=faceswap_bench_idle
+psql "$DATABASE_URL" -qc "drop database if exists $db" && psql "$DATABASE_URL" -qc "create database $db"
+export DATABASE_URL="${DATABASE_URL%/*}/$db"
+export GATEWAY_BIND=127.0.0.1:18080 GATEWAY_REDIS_PREFIX="bench:$$:"
+export UPSTREAM_BASE_URL=http://127.0.0.1:19090 UPSTREAM_CLIENT_ID=sim-client UPSTREAM_CLIENT_SECRET=sim-secret
+export RUST_LOG=warn
+"$bin/faceswap-sim" --bind 127.0.0.1:19090 --max-open-sessions 1000 >/dev/null 2>&1 &
+sim=$!
+"$bin/faceswap-gateway" migrate >/dev/null
+tenant=$("$bin/faceswap-gateway" tenant create --name bench --max-concurrent-sessions "$n" --idle-timeout-seconds 2)
+"$bin/faceswap-gateway" serve >/dev/null 2>&1 &
+gw=$!
+trap 'kill $gw $sim 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do curl -fs "http://$GATEWAY_BIND/readyz" >/dev/null && break; sleep 0.1; done
+id=$(sed -n 's/.*"client_id": "\(.*\)".*/\1/p' <<<"$tenant")
+secret=$(sed -n 's/.*"client_secret": "\(.*\)".*/\1/p' <<<"$tenant")
+token=$(curl -s -XPOST "http://$GATEWAY_BIND/api/open/v3/getToken" -H 'content-type: application/json' \
+  -d "{\"clientId\":\"$id\",\"clientSecret\":\"$secret\"}" | sed 's/.*"token":"\([^"]*\)".*/\1/')
+for _ in $(seq 1 "$n"); do
+  curl -s -XPOST "http://$GATEWAY_BIND/api/open/v3/faceswap/live/create" -H "authorization: Bearer $token" \
+    -H 'content-type: application/json' \
+    -d '{"sourceImage":[{"path":"https://images.example/a.jpg","opts":"1,2:3,4:5,6:7,8"}]}' >/dev/null
+  sleep 0.$((RANDOM % 5))
+done
+for _ in $(seq 1 100); do
+  open=$(psql "$DATABASE_URL" -qtAc "select count(*) from sessions where state <> 'closed'")
+  [ "$open" = 0 ] && break
+  sleep 0.2
+done
+psql "$DATABASE_URL" -qtAc "
+  select format('%s sessions closed as idle; deadline -> closed upstream: min %s ms, avg %s ms, max %s ms',
+    count(*),
+    round(min(ms)), round(avg(ms)), round(max(ms)))
+  from (select extract(epoch from closed_at - (last_activity_at + interval '2 seconds')) * 1000 as ms
+        from sessions where close_reason = 'idle') d"
+curl -s http://127.0.0.1:19090/sim/stats |
+  python3 -c 'import json,sys; print("upstream sessions still open:", len(json.load(sys.stdin)["open_sessions"]))'
