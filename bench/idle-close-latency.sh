@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Measures the time from a session's idle deadline to its close upstream, with the gateway's
-# default worker settings (GATEWAY_WORKER_TICK_MS=1000). Prints min/avg/max over N sessions.
-#   bench/idle-close-latency.sh [N]
+# Measures, with the gateway's default worker settings (GATEWAY_WORKER_TICK_MS=1000):
+# - the time from a session's idle deadline to its close upstream (min/avg/max over N sessions);
+# - the create path's crash window: from the upstream create's answer to the commit that records
+#   its id (p50/p99/max), the only time a crash would leave an upstream session unknown to us.
+#   bench/idle-close-latency.sh [N]        (CARGO_PROFILE=dev for a debug build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-20}
 eval "$(scripts/dev-services.sh)"
-cargo build --locked --release -q -p faceswap-gateway -p faceswap-sim
-bin=target/release
+profile=${CARGO_PROFILE:-release}
+cargo build --locked --profile "$profile" -q -p faceswap-gateway -p faceswap-sim
+bin=target/$([ "$profile" = dev ] && echo debug || echo "$profile")
+log=$(mktemp)
 db=faceswap_bench_idle
 psql "$DATABASE_URL" -qc "drop database if exists $db" && psql "$DATABASE_URL" -qc "create database $db"
 export DATABASE_URL="${DATABASE_URL%/*}/$db"
@@ -18,9 +22,10 @@ export RUST_LOG=warn
 sim=$!
 "$bin/faceswap-gateway" migrate >/dev/null
 tenant=$("$bin/faceswap-gateway" tenant create --name bench --max-concurrent-sessions "$n" --idle-timeout-seconds 2)
-"$bin/faceswap-gateway" serve >/dev/null 2>&1 &
+RUST_LOG=warn,faceswap_gateway::service::live=debug GATEWAY_LOG_FORMAT=json \
+  "$bin/faceswap-gateway" serve >/dev/null 2>"$log" &
 gw=$!
-trap 'kill $gw $sim 2>/dev/null || true' EXIT
+trap 'kill $gw $sim 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 1 100); do curl -fs "http://$GATEWAY_BIND/readyz" >/dev/null && break; sleep 0.1; done
 id=$(sed -n 's/.*"client_id": "\(.*\)".*/\1/p' <<<"$tenant")
 secret=$(sed -n 's/.*"client_secret": "\(.*\)".*/\1/p' <<<"$tenant")
@@ -45,3 +50,10 @@ psql "$DATABASE_URL" -qtAc "
         from sessions where close_reason = 'idle') d"
 curl -s http://127.0.0.1:19090/sim/stats |
   python3 -c 'import json,sys; print("upstream sessions still open:", len(json.load(sys.stdin)["open_sessions"]))'
+python3 - "$log" <<'PY'
+import json, sys
+w = sorted(json.loads(l)["window_us"] for l in open(sys.argv[1]) if '"window_us"' in l)
+if w:
+    q = lambda p: w[min(len(w) - 1, int(p * len(w)))]
+    print(f"crash window over {len(w)} creates: p50 {q(0.5)/1000:.2f} ms, p99 {q(0.99)/1000:.2f} ms, max {w[-1]/1000:.2f} ms")
+PY

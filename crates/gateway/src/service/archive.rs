@@ -307,22 +307,13 @@ pub async fn raise_alarms(state: &AppState, batch: i64) -> anyhow::Result<usize>
     let mut tx = state.db.begin().await?;
     let rows =
         store::resources::take_alarms(&mut tx, state.archive.settings.alarm_margin, batch).await?;
-    for r in &rows {
-        let payload = rules::state_event(
-            ResourceId(r.resource_id),
-            r.session_id.map(SessionId),
-            &r.kind,
-            r.upstream_expires_at,
-            r.attempts,
-            r.last_error.as_deref(),
-        );
-        store::events::insert(&mut tx, r.tenant_id, r.session_id, rules::AT_RISK, &payload).await?;
-    }
-    tx.commit().await?;
-    for r in &rows {
-        tracing::error!(resource_id = %ResourceId(r.resource_id), deadline = %r.upstream_expires_at, attempts = r.attempts, last_error = ?r.last_error, "ALARM: resource near its upstream deadline and not archived");
-    }
-    Ok(rows.len())
+    announce(
+        tx,
+        &rows,
+        rules::AT_RISK,
+        "ALARM: resource near its upstream deadline and not archived",
+    )
+    .await
 }
 
 /// Marks expired (with a `resource.expired` event) the pending resources whose deadline has
@@ -330,7 +321,24 @@ pub async fn raise_alarms(state: &AppState, batch: i64) -> anyhow::Result<usize>
 pub async fn expire(state: &AppState, batch: i64) -> anyhow::Result<usize> {
     let mut tx = state.db.begin().await?;
     let rows = store::resources::take_expired(&mut tx, batch).await?;
-    for r in &rows {
+    announce(
+        tx,
+        &rows,
+        rules::EXPIRED,
+        "resource expired upstream before it was archived",
+    )
+    .await
+}
+
+/// Writes one `event_type` event per resource in the transaction that changed them, commits,
+/// then logs each at error level: both are conditions an operator must see.
+async fn announce(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    rows: &[store::resources::ResourceRow],
+    event_type: &str,
+    log: &'static str,
+) -> anyhow::Result<usize> {
+    for r in rows {
         let payload = rules::state_event(
             ResourceId(r.resource_id),
             r.session_id.map(SessionId),
@@ -339,11 +347,11 @@ pub async fn expire(state: &AppState, batch: i64) -> anyhow::Result<usize> {
             r.attempts,
             r.last_error.as_deref(),
         );
-        store::events::insert(&mut tx, r.tenant_id, r.session_id, rules::EXPIRED, &payload).await?;
+        store::events::insert(&mut tx, r.tenant_id, r.session_id, event_type, &payload).await?;
     }
     tx.commit().await?;
-    for r in &rows {
-        tracing::error!(resource_id = %ResourceId(r.resource_id), deadline = %r.upstream_expires_at, attempts = r.attempts, last_error = ?r.last_error, "resource expired upstream before it was archived");
+    for r in rows {
+        tracing::error!(resource_id = %ResourceId(r.resource_id), deadline = %r.upstream_expires_at, attempts = r.attempts, last_error = ?r.last_error, "{log}");
     }
     Ok(rows.len())
 }

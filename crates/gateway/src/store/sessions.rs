@@ -517,14 +517,36 @@ pub async fn stale_creating(
     conn: &mut PgConnection,
     older_than: std::time::Duration,
     batch: i64,
-) -> sqlx::Result<Vec<(Uuid, Uuid)>> {
+) -> sqlx::Result<Vec<(Uuid, Uuid, Option<String>)>> {
     sqlx::query_as(
-        "select session_id, tenant_id from sessions
+        "select session_id, tenant_id, upstream_id from sessions
          where state = 'creating' and created_at < now() - make_interval(secs => $1)
          order by created_at limit $2",
     )
     .bind(older_than.as_secs_f64())
     .bind(batch)
     .fetch_all(conn)
+    .await
+}
+
+/// Turns a dead create whose upstream id is known into a session being closed (reason
+/// `reconciled`), claimed by the caller; `None` when it was no longer `creating`.
+#[tracing::instrument(skip_all)]
+pub async fn claim_creating_for_close(
+    conn: &mut PgConnection,
+    session_id: Uuid,
+    lease: std::time::Duration,
+) -> sqlx::Result<Option<SessionRow>> {
+    sqlx::query_as(concat!(
+        "update sessions set state = 'closing', pending_close_reason = 'reconciled',
+            opened_at = coalesce(opened_at, created_at),
+            claimed_until = now() + make_interval(secs => $2)
+         where session_id = $1 and state = 'creating' and upstream_id is not null
+         returning ",
+        columns!()
+    ))
+    .bind(session_id)
+    .bind(lease.as_secs_f64())
+    .fetch_optional(conn)
     .await
 }

@@ -41,7 +41,22 @@ pub async fn run_once(state: &AppState, settings: &WorkerSettings) -> anyhow::Re
             }
         })
         .await;
-    for (session_id, tenant_id) in stale {
+    for (session_id, tenant_id, upstream_id) in stale {
+        if upstream_id.is_some() {
+            // The upstream session exists and we know its id: close it rather than leak it.
+            let mut conn = state.db.acquire().await?;
+            let claimed =
+                store::sessions::claim_creating_for_close(&mut conn, session_id, settings.lease)
+                    .await?;
+            drop(conn);
+            if let Some(row) = claimed {
+                tracing::warn!(session_id = %SessionId(session_id), "dead create with a known upstream id; closing it");
+                if let Err(e) = service::closing::close_claimed(state, &row).await {
+                    tracing::debug!(session_id = %SessionId(session_id), error = %e, "reconciling close failed; retried");
+                }
+            }
+            continue;
+        }
         tracing::warn!(session_id = %SessionId(session_id), "reservation left by a dead create; marked lost");
         service::live::mark_lost(state, TenantId(tenant_id), session_id).await?;
     }

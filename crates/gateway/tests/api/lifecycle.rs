@@ -370,3 +370,70 @@ async fn a_session_closed_upstream_behind_our_back_is_settled(pool: PgPool) {
         "no second close was sent"
     );
 }
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn a_dead_create_whose_upstream_id_was_recorded_is_closed_upstream(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (tenant, _token) = tenant_with(&app, |_| {}).await;
+    let tenant_id = faceswap_gateway::domain::ids::TenantId::parse(&tenant.tenant_id)
+        .unwrap()
+        .0;
+    // The upstream created the session and its id was stored, then the process died.
+    let sim_token = app
+        .client
+        .post(format!("{}/api/open/v3/getToken", app.sim.base_url()))
+        .json(&json!({"clientId": "sim-client", "clientSecret": "sim-secret"}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let created: Value = app
+        .client
+        .post(format!("{}/api/open/v3/faceswap/live/create", app.sim.base_url()))
+        .bearer_auth(&sim_token)
+        .json(&json!({"sourceImage": [{"path": "https://images.example/a.jpg", "opts": "1,2:3,4:5,6:7,8"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let upstream_id = created["data"]["_id"].as_str().unwrap().to_owned();
+    let dead = faceswap_gateway::domain::ids::SessionId::generate().0;
+    sqlx::query(
+        "insert into sessions (session_id, tenant_id, upstream_id, state, source_image, created_at)
+         values ($1, $2, $3, 'creating', '[]', now() - interval '5 minutes')",
+    )
+    .bind(dead)
+    .bind(tenant_id)
+    .bind(&upstream_id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    reap(&app).await;
+    assert!(
+        app.sim_stats().await.open_sessions.is_empty(),
+        "closed upstream"
+    );
+    let (state, reason): (String, Option<String>) =
+        sqlx::query_as("select state, close_reason from sessions where session_id = $1")
+            .bind(dead)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (state.as_str(), reason.as_deref()),
+        ("closed", Some("reconciled"))
+    );
+    let charges: i64 = sqlx::query_scalar("select count(*) from usage_ledger")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(charges, 1);
+}
