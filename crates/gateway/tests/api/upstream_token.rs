@@ -27,7 +27,7 @@ async fn burst(a: &TestApp, b: &TestApp, token: &str, n: usize) {
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
 async fn two_replicas_fetch_the_upstream_token_once_and_again_once_after_it_expires(pool: PgPool) {
     let a = TestApp::builder()
-        .sim_flags(&["--token-ttl-seconds", "3"])
+        .sim_flags(&["--token-ttl-seconds", "10"])
         .spawn(pool)
         .await;
     let b = a.spawn_replica().await;
@@ -40,8 +40,10 @@ async fn two_replicas_fetch_the_upstream_token_once_and_again_once_after_it_expi
         "one fetch for all requests of both replicas"
     );
 
-    // Past the token's exp (3 s, second resolution) every replica needs a new one.
-    tokio::time::sleep(Duration::from_millis(4_100)).await;
+    // Past the token's exp (10 s, second resolution) every replica needs a new one. The
+    // lifetime is long enough that a burst on a loaded machine never reaches the refresh
+    // margin (a tenth of it) by itself.
+    tokio::time::sleep(Duration::from_millis(11_100)).await;
     burst(&a, &b, &token, 20).await;
     assert_eq!(
         a.sim_stats().await.calls.get_token,
