@@ -18,4 +18,13 @@ eval "$(scripts/s3-server.sh)" # S3-compatible server for the archive tests; exp
 if [ "$#" -eq 0 ]; then
   set -- --workspace
 fi
-cargo test --locked "$@"
+# cargo prints one "test result" line per test binary; the sum, on one last line, says what ran.
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+set +e
+cargo test --locked "$@" 2>&1 | tee "$out"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$out"
+exit "$status"

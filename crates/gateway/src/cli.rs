@@ -34,6 +34,13 @@ enum Command {
     },
     /// Print the OpenAPI document (no database or network needed).
     Openapi,
+    /// Container health check: GET the URL (default `/readyz` on the port of GATEWAY_BIND);
+    /// exit 0 only on 200. Loads no configuration.
+    Healthcheck {
+        /// What to GET, `http://host:port/path`.
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,6 +82,10 @@ enum TenantCommand {
         /// Days archived resources are kept before they are deleted.
         #[arg(long, default_value_t = crate::service::archive::DEFAULT_RETENTION_DAYS)]
         archive_retention_days: i32,
+        /// When a tenant with this name exists, create none and print `{tenant_id, existed}`
+        /// (no credentials). For seed jobs; not atomic against a concurrent create of the name.
+        #[arg(long)]
+        if_not_exists: bool,
     },
     /// Change a tenant's quota or session settings (only the flags given).
     Update {
@@ -156,13 +167,22 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Serve { args } => {
             let log_format = args.log_format;
             let config = (*args).into_config()?;
-            crate::telemetry::init(log_format);
-            let app = Application::build(config).await?;
-            tracing::info!(addr = %app.local_addr(), role = ?app.role(), "faceswap-gateway listening");
-            app.run_until_stopped(shutdown_signal()).await
+            let tracer_provider = crate::telemetry::init(log_format)?;
+            let served = async {
+                let app = Application::build(config).await?;
+                tracing::info!(addr = %app.local_addr(), role = ?app.role(), "faceswap-gateway listening");
+                app.run_until_stopped(shutdown_signal()).await
+            }
+            .await;
+            // Flushes buffered spans; the exporter's thread blocks, so off the runtime.
+            let _ = tokio::task::spawn_blocking(move || {
+                crate::telemetry::shutdown(tracer_provider);
+            })
+            .await;
+            served
         }
         Command::Migrate { db } => {
-            crate::telemetry::init(LogFormat::Pretty);
+            crate::telemetry::init_logs(LogFormat::Pretty);
             let pool = connect_db(db.url()?, 2).await?;
             crate::MIGRATOR.run(&pool).await?;
             println!("migrations applied");
@@ -173,6 +193,12 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             let doc = crate::http::openapi().to_pretty_json()?;
             println!("{doc}");
             Ok(())
+        }
+        Command::Healthcheck { url } => {
+            let url = url.unwrap_or_else(|| {
+                crate::healthcheck::default_url(std::env::var("GATEWAY_BIND").ok().as_deref())
+            });
+            crate::healthcheck::check(&url).await
         }
     }
 }
@@ -187,10 +213,25 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
             idle_timeout_seconds,
             max_session_seconds,
             archive_retention_days,
+            if_not_exists,
         } => {
             crate::service::archive::check_retention_days(archive_retention_days)?;
             let pool = connect_db(db.url()?, 2).await?;
             crate::MIGRATOR.run(&pool).await?;
+            if if_not_exists {
+                let existing: Option<uuid::Uuid> = sqlx::query_scalar(
+                    "select tenant_id from tenants where name = $1 order by created_at limit 1",
+                )
+                .bind(&name)
+                .fetch_optional(&pool)
+                .await?;
+                if let Some(id) = existing {
+                    let shown =
+                        serde_json::json!({"tenant_id": TenantId(id).to_string(), "existed": true});
+                    println!("{}", serde_json::to_string_pretty(&shown)?);
+                    return Ok(());
+                }
+            }
             let settings = tenants::TenantSettings {
                 name,
                 max_concurrent_sessions,

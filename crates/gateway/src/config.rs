@@ -20,7 +20,8 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub database_url: Option<String>,
-    /// Redis URL (`redis://host:port/db`); the upstream token and counters live there.
+    /// Redis URL (`redis://host:port/db`), or a Redis Cluster's seed nodes
+    /// (`redis+cluster://host1:6379,host2:6379`); the upstream token and counters live there.
     #[arg(
         long,
         env = "REDIS_URL",
@@ -408,10 +409,8 @@ impl ServeArgs {
                     .map_err(|e| ConfigError(format!("malformed setting UPSTREAM_BASE_URL: {e}")))?
             }
         };
-        if !redis_url.starts_with("redis://") && !redis_url.starts_with("rediss://") {
-            return Err(ConfigError(
-                "malformed setting REDIS_URL: expected redis://host:port or rediss://...".into(),
-            ));
+        if let Err(e) = crate::cache::RedisTarget::parse(&redis_url) {
+            return Err(ConfigError(format!("malformed setting REDIS_URL: {e}")));
         }
         if self.jwt_ttl_seconds == 0 {
             return Err(ConfigError(

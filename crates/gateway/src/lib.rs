@@ -10,6 +10,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod healthcheck;
 pub mod http;
 pub mod metrics;
 pub mod net_guard;

@@ -59,7 +59,8 @@ impl Application {
             timeout: config.upstream_timeout,
             connect_timeout: config.upstream_connect_timeout,
         })?
-        .with_observer(crate::metrics::upstream_observer());
+        .with_observer(crate::metrics::upstream_observer())
+        .with_header_hook(crate::telemetry::upstream_header_hook());
         let upstream_tokens = Arc::new(UpstreamTokens::new(
             upstream.clone(),
             config.upstream_client_id.clone(),

@@ -51,6 +51,7 @@ pub struct Stats {
     timeouts_injected: AtomicU64,
     resource_downloads: AtomicU64,
     resource_failures: AtomicU64,
+    last_traceparent: std::sync::Mutex<Option<String>>,
 }
 
 /// Which fault was injected.
@@ -150,6 +151,18 @@ impl Stats {
         }
     }
 
+    /// Keeps the `traceparent` header of the latest upstream call that sent one.
+    pub fn record_traceparent(&self, value: &str) {
+        if let Ok(mut last) = self.last_traceparent.lock() {
+            *last = Some(value.to_owned());
+        }
+    }
+
+    /// The latest `traceparent` received, if any.
+    pub fn last_traceparent(&self) -> Option<String> {
+        self.last_traceparent.lock().ok().and_then(|l| l.clone())
+    }
+
     /// The resource download counts now.
     pub fn resources(&self) -> ResourceCounts {
         ResourceCounts {
@@ -175,4 +188,7 @@ pub struct StatsReport {
     /// Resource downloads since start.
     #[serde(default)]
     pub resources: ResourceCounts,
+    /// The W3C `traceparent` header of the latest upstream call that carried one.
+    #[serde(default)]
+    pub last_traceparent: Option<String>,
 }

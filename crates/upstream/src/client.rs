@@ -9,7 +9,7 @@ use faceswap_wire::{
     Code, CreateRequest, LiveSession, SessionIdRequest, TokenRequest, TokenResponse, UpdateRequest,
 };
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
 use serde::Deserialize;
 use url::Url;
 
@@ -40,10 +40,15 @@ pub struct UpstreamClient {
     http: reqwest::Client,
     endpoints: Arc<Endpoints>,
     observer: Observer,
+    header_hook: Hook,
 }
 
 /// Told about every finished call: which, how long it took, and how it ended (for metrics).
 pub type CallObserver = Arc<dyn Fn(Call, Duration, Result<(), &UpstreamError>) + Send + Sync>;
+
+/// Adds headers to every upstream request, inside the call's span (the gateway injects the
+/// W3C `traceparent` this way, so this crate needs no OpenTelemetry dependency).
+pub type HeaderHook = Arc<dyn Fn(&mut HeaderMap) + Send + Sync>;
 
 #[derive(Clone, Default)]
 struct Observer(Option<CallObserver>);
@@ -51,6 +56,19 @@ struct Observer(Option<CallObserver>);
 impl fmt::Debug for Observer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(if self.0.is_some() { "Observer" } else { "None" })
+    }
+}
+
+#[derive(Clone, Default)]
+struct Hook(Option<HeaderHook>);
+
+impl fmt::Debug for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "HeaderHook"
+        } else {
+            "None"
+        })
     }
 }
 
@@ -105,12 +123,19 @@ impl UpstreamClient {
             http,
             endpoints: Arc::new(endpoints),
             observer: Observer::default(),
+            header_hook: Hook::default(),
         })
     }
 
     /// Reports every finished call to `observer`.
     pub fn with_observer(mut self, observer: CallObserver) -> Self {
         self.observer = Observer(Some(observer));
+        self
+    }
+
+    /// Lets `hook` add headers to every request (`None` leaves requests as they are).
+    pub fn with_header_hook(mut self, hook: Option<HeaderHook>) -> Self {
+        self.header_hook = Hook(hook);
         self
     }
 
@@ -271,7 +296,13 @@ impl UpstreamClient {
         serde_json::from_value(data).map_err(|e| decode(call, e))
     }
 
-    /// Sends one POST and reads the whole answer, whatever its status.
+    /// Sends one POST and reads the whole answer, whatever its status. One span per call
+    /// (`upstream`, a client span when traces are exported).
+    #[tracing::instrument(
+        name = "upstream",
+        skip_all,
+        fields(call = call.name(), otel.name = call.name(), otel.kind = "client", status = tracing::field::Empty)
+    )]
     async fn post(
         &self,
         call: Call,
@@ -288,6 +319,11 @@ impl UpstreamClient {
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
+        if let Some(hook) = &self.header_hook.0 {
+            let mut headers = HeaderMap::new();
+            hook(&mut headers);
+            req = req.headers(headers);
+        }
         let result = async {
             let resp = req.send().await?;
             let status = resp.status();
@@ -297,6 +333,7 @@ impl UpstreamClient {
         let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
         match result {
             Ok((status, body)) => {
+                tracing::Span::current().record("status", status.as_u16());
                 tracing::debug!(
                     call = call.name(),
                     status = status.as_u16(),

@@ -12,6 +12,6 @@ mod error;
 pub mod ssrf;
 mod token;
 
-pub use client::{CallObserver, DetectOutcome, UpstreamClient, UpstreamConfig};
+pub use client::{CallObserver, DetectOutcome, HeaderHook, UpstreamClient, UpstreamConfig};
 pub use error::{Call, UpstreamError};
 pub use token::IssuedToken;

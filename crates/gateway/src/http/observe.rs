@@ -110,7 +110,19 @@ async fn observe(
         status = Empty,
         tenant_id = Empty,
         session_id = Empty,
+        trace_id = Empty,
+        otel.name = Empty,
+        otel.kind = Empty,
     );
+    if let Some(parent) = crate::telemetry::extract_context(req.headers()) {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        span.record("otel.name", format!("{} {route}", req.method()));
+        span.record("otel.kind", "server");
+        let _ = span.set_parent(parent);
+        let trace_id = span.context().span().span_context().trace_id();
+        span.record("trace_id", display(trace_id));
+    }
     let mut resp = next.run(req).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = resp.status().as_u16();

@@ -116,6 +116,12 @@ pub async fn create(
     if settings.name.trim().is_empty() {
         return Err(ApiError::BadRequest("name cannot be empty".into()));
     }
+    // Postgres text cannot hold NUL; no control character belongs in a display name.
+    if settings.name.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "name cannot contain control characters".into(),
+        ));
+    }
     validate(
         Some(settings.max_concurrent_sessions),
         Some(settings.session_seconds_budget),

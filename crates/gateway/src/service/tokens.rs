@@ -17,14 +17,18 @@ pub async fn issue(state: &AppState, req: TokenRequest) -> Result<TokenResponse,
     if req.client_secret.is_empty() {
         return Err(ApiError::BadRequest("clientSecret cannot be empty".into()));
     }
-    let mut conn = state.db.acquire().await?;
-    let found = store::credentials::find_active(
-        &mut conn,
-        store::credentials::Kind::Client,
-        req.client_id.trim(),
-    )
-    .await?;
-    drop(conn);
+    // No client id holds a NUL, and Postgres text cannot even be queried with one.
+    let found = if req.client_id.contains('\0') {
+        None
+    } else {
+        let mut conn = state.db.acquire().await?;
+        store::credentials::find_active(
+            &mut conn,
+            store::credentials::Kind::Client,
+            req.client_id.trim(),
+        )
+        .await?
+    };
     let invalid = ApiError::AuthInvalid("invalid clientId or clientSecret");
     let Some(row) = found else {
         // Spend the same time as a real check, so timing does not tell which ids exist.

@@ -367,3 +367,21 @@ async fn the_admin_closes_any_session_and_reads_usage_per_period(pool: PgPool) {
     let (status, _) = admin(&app, "GET", "/admin/usage?from=nope", None).await;
     assert_eq!(status, 400);
 }
+
+// Found by schemathesis: a NUL reached Postgres and answered 503.
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn nul_characters_are_refused_before_postgres(pool: PgPool) {
+    let app = spawn(pool).await;
+    let (status, body) = admin(
+        &app,
+        "POST",
+        "/admin/tenants",
+        Some(json!({"name": "a\u{0}b"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], 1003);
+    let (status, body) = get_token(&app, "cli_\u{0}", "secret").await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["code"], 1101);
+}

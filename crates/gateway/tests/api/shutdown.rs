@@ -1,4 +1,4 @@
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use faceswap_testkit::{TestApp, b64, eventually};
@@ -6,72 +6,7 @@ use futures_util::future::join_all;
 use serde_json::json;
 use sqlx::PgPool;
 
-fn database_url(pool: &PgPool) -> String {
-    let db_name = pool.connect_options().get_database().unwrap().to_owned();
-    let base = std::env::var("DATABASE_URL").unwrap();
-    format!("{}/{db_name}", base.rsplit_once('/').unwrap().0)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Gateway {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-/// The real binary, with every role, against the test's database and simulator.
-async fn spawn_binary(app: &TestApp, extra_env: &[(&str, &str)]) -> Gateway {
-    let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_faceswap-gateway"));
-    cmd.arg("serve")
-        .env("DATABASE_URL", database_url(&app.pool))
-        .env(
-            "REDIS_URL",
-            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
-        )
-        .env("GATEWAY_REDIS_PREFIX", &app.redis_prefix)
-        .env("GATEWAY_BIND", format!("127.0.0.1:{port}"))
-        .env("UPSTREAM_BASE_URL", app.sim.base_url())
-        .env("UPSTREAM_CLIENT_ID", "sim-client")
-        .env("UPSTREAM_CLIENT_SECRET", "sim-secret")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let gateway = Gateway {
-        child: cmd.spawn().unwrap(),
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    eventually(
-        Duration::from_secs(20),
-        "the gateway to be ready",
-        || async {
-            let resp = client
-                .get(format!("{}/readyz", gateway.url))
-                .send()
-                .await
-                .ok()?;
-            (resp.status() == 200).then_some(())
-        },
-    )
-    .await;
-    gateway
-}
+use super::procs::spawn_binary;
 
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
 async fn sigterm_under_load_finishes_every_accepted_request(pool: PgPool) {

@@ -54,6 +54,7 @@ pub async fn get_stats(State(state): State<Arc<SimState>>) -> Json<StatsReport> 
         tokens_issued: state.tokens_issued.load(Ordering::Relaxed),
         faults: state.stats.faults(),
         resources: state.stats.resources(),
+        last_traceparent: state.stats.last_traceparent(),
     })
 }
 

@@ -44,6 +44,13 @@ pub async fn count_and_inject_faults(
         return next.run(req).await;
     };
     state.stats.record_call(call);
+    if let Some(tp) = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        state.stats.record_traceparent(tp);
+    }
     let knobs = state.knobs();
     if knobs.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(knobs.latency_ms)).await;
