@@ -305,6 +305,31 @@ impl TestApp {
         assert_eq!(resp.status(), 200, "sim config {patch}");
     }
 
+    /// Calls the simulator directly with the gateway's account, as someone bypassing the
+    /// gateway would; returns the JSON answer.
+    pub async fn upstream_call(&self, path: &str, body: &Value) -> Value {
+        let token: Value = self
+            .client
+            .post(format!("{}/api/open/v3/getToken", self.sim.base_url()))
+            .json(&json!({"clientId": SIM_CLIENT_ID, "clientSecret": SIM_CLIENT_SECRET}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        self.client
+            .post(format!("{}{path}", self.sim.base_url()))
+            .bearer_auth(token["token"].as_str().expect("a simulator token"))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// POSTs to a `/sim/...` control path.
     pub async fn sim_post(&self, path: &str) {
         let resp = self

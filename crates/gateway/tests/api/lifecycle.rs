@@ -329,33 +329,12 @@ async fn a_session_closed_upstream_behind_our_back_is_settled(pool: PgPool) {
         .await
         .unwrap();
     // Someone with the account's credentials closes it directly at the upstream.
-    let sim_token = app
-        .client
-        .post(format!("{}/api/open/v3/getToken", app.sim.base_url()))
-        .json(&json!({"clientId": "sim-client", "clientSecret": "sim-secret"}))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let closed: Value = app
-        .client
-        .post(format!(
-            "{}/api/open/v3/faceswap/live/close",
-            app.sim.base_url()
-        ))
-        .bearer_auth(sim_token)
-        .json(&json!({"_id": upstream_id}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let closed = app
+        .upstream_call(
+            "/api/open/v3/faceswap/live/close",
+            &json!({"_id": upstream_id}),
+        )
+        .await;
     assert_eq!(closed["code"], 1000);
 
     monitor::run_once(&app.state, &app.workers).await.unwrap();
@@ -379,30 +358,12 @@ async fn a_dead_create_whose_upstream_id_was_recorded_is_closed_upstream(pool: P
         .unwrap()
         .0;
     // The upstream created the session and its id was stored, then the process died.
-    let sim_token = app
-        .client
-        .post(format!("{}/api/open/v3/getToken", app.sim.base_url()))
-        .json(&json!({"clientId": "sim-client", "clientSecret": "sim-secret"}))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let created: Value = app
-        .client
-        .post(format!("{}/api/open/v3/faceswap/live/create", app.sim.base_url()))
-        .bearer_auth(&sim_token)
-        .json(&json!({"sourceImage": [{"path": "https://images.example/a.jpg", "opts": "1,2:3,4:5,6:7,8"}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = app
+        .upstream_call(
+            "/api/open/v3/faceswap/live/create",
+            &json!({"sourceImage": [{"path": "https://images.example/a.jpg", "opts": "1,2:3,4:5,6:7,8"}]}),
+        )
+        .await;
     let upstream_id = created["data"]["_id"].as_str().unwrap().to_owned();
     let dead = faceswap_gateway::domain::ids::SessionId::generate().0;
     sqlx::query(
