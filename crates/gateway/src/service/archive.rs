@@ -197,22 +197,7 @@ pub async fn archive_one(
             if let Some(done) =
                 store::resources::mark_failed(&mut tx, row.resource_id, &error).await?
             {
-                let payload = rules::state_event(
-                    id,
-                    done.session_id.map(SessionId),
-                    &done.kind,
-                    done.upstream_expires_at,
-                    done.attempts,
-                    Some(&error),
-                );
-                store::events::insert(
-                    &mut tx,
-                    done.tenant_id,
-                    done.session_id,
-                    rules::FAILED,
-                    &payload,
-                )
-                .await?;
+                insert_state_event(&mut tx, &done, rules::FAILED, Some(&error)).await?;
             }
             tx.commit().await?;
             tracing::error!(resource_id = %id, error, "resource can never be archived");
@@ -330,24 +315,34 @@ pub async fn expire(state: &AppState, batch: i64) -> anyhow::Result<usize> {
     .await
 }
 
+/// Writes the `event_type` event of a resource's new state, in the transaction that changed it.
+async fn insert_state_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    row: &ResourceRow,
+    event_type: &str,
+    error: Option<&str>,
+) -> sqlx::Result<i64> {
+    let payload = rules::state_event(
+        ResourceId(row.resource_id),
+        row.session_id.map(SessionId),
+        &row.kind,
+        row.upstream_expires_at,
+        row.attempts,
+        error,
+    );
+    store::events::insert(tx, row.tenant_id, row.session_id, event_type, &payload).await
+}
+
 /// Writes one `event_type` event per resource in the transaction that changed them, commits,
 /// then logs each at error level: both are conditions an operator must see.
 async fn announce(
     mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
-    rows: &[store::resources::ResourceRow],
+    rows: &[ResourceRow],
     event_type: &str,
     log: &'static str,
 ) -> anyhow::Result<usize> {
     for r in rows {
-        let payload = rules::state_event(
-            ResourceId(r.resource_id),
-            r.session_id.map(SessionId),
-            &r.kind,
-            r.upstream_expires_at,
-            r.attempts,
-            r.last_error.as_deref(),
-        );
-        store::events::insert(&mut tx, r.tenant_id, r.session_id, event_type, &payload).await?;
+        insert_state_event(&mut tx, r, event_type, r.last_error.as_deref()).await?;
     }
     tx.commit().await?;
     for r in rows {
@@ -377,22 +372,7 @@ pub async fn delete_past_retention(
         }
         let mut tx = state.db.begin().await?;
         if let Some(done) = store::resources::mark_deleted(&mut tx, r.resource_id).await? {
-            let payload = rules::state_event(
-                id,
-                done.session_id.map(SessionId),
-                &done.kind,
-                done.upstream_expires_at,
-                done.attempts,
-                None,
-            );
-            store::events::insert(
-                &mut tx,
-                done.tenant_id,
-                done.session_id,
-                rules::DELETED,
-                &payload,
-            )
-            .await?;
+            insert_state_event(&mut tx, &done, rules::DELETED, None).await?;
         }
         tx.commit().await?;
         tracing::info!(resource_id = %id, "archived resource deleted at the end of its retention");
