@@ -1,4 +1,5 @@
-//! The command line: `serve`, `migrate`, `tenant create`, `tenant api-key`, `openapi`.
+//! The command line: `serve`, `migrate`, `tenant create`, `tenant api-key`, `keys rotate`,
+//! `openapi`.
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +32,11 @@ enum Command {
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
+    },
+    /// Manage the token signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Print the OpenAPI document (no database or network needed).
     Openapi,
@@ -82,6 +88,12 @@ enum TenantCommand {
         /// Days archived resources are kept before they are deleted.
         #[arg(long, default_value_t = crate::service::archive::DEFAULT_RETENTION_DAYS)]
         archive_retention_days: i32,
+        /// Sustained requests per second (over it: 429 with code 1005).
+        #[arg(long, default_value_t = crate::domain::rate::DEFAULT_REQUESTS_PER_SECOND)]
+        requests_per_second: i32,
+        /// Requests allowed at once after a quiet period.
+        #[arg(long, default_value_t = crate::domain::rate::DEFAULT_BURST)]
+        burst: i32,
         /// When a tenant with this name exists, create none and print `{tenant_id, existed}`
         /// (no credentials). For seed jobs; not atomic against a concurrent create of the name.
         #[arg(long)]
@@ -112,6 +124,12 @@ enum TenantCommand {
         /// Days archived resources are kept (applies to those already archived too).
         #[arg(long)]
         archive_retention_days: Option<i32>,
+        /// Sustained requests per second.
+        #[arg(long)]
+        requests_per_second: Option<i32>,
+        /// Requests allowed at once after a quiet period.
+        #[arg(long)]
+        burst: Option<i32>,
     },
     /// Issue an API key (usable as `x-api-key`) to a tenant; prints it once.
     ApiKey {
@@ -120,6 +138,25 @@ enum TenantCommand {
         /// The tenant (`ten_…`).
         #[arg(long)]
         tenant_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Make a new key sign tokens and retire the previous ones, which keep verifying until
+    /// every token they signed has expired; prints `{kid, retired}`. Every replica signs with
+    /// the new key within GATEWAY_JWT_KEY_REFRESH_MS. Refused when GATEWAY_JWT_PRIVATE_KEY_FILE
+    /// is set: that key is rotated by its operator.
+    Rotate {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The configured signing key, if any (only checked for presence).
+        #[arg(
+            long,
+            env = "GATEWAY_JWT_PRIVATE_KEY_FILE",
+            value_name = "GATEWAY_JWT_PRIVATE_KEY_FILE"
+        )]
+        jwt_private_key_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -189,6 +226,25 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Tenant { command } => tenant(command).await,
+        Command::Keys {
+            command:
+                KeysCommand::Rotate {
+                    db,
+                    jwt_private_key_file,
+                },
+        } => {
+            anyhow::ensure!(
+                jwt_private_key_file.is_none(),
+                "{}",
+                crate::auth::jwt::CONFIGURED_KEY_NOT_ROTATED
+            );
+            let pool = connect_db(db.url()?, 2).await?;
+            crate::MIGRATOR.run(&pool).await?;
+            let rotated = crate::auth::jwt::rotate(&pool, &cli_actor()).await?;
+            let shown = serde_json::json!({"kid": rotated.kid, "retired": rotated.retired});
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+            Ok(())
+        }
         Command::Openapi => {
             let doc = crate::http::openapi().to_pretty_json()?;
             println!("{doc}");
@@ -213,6 +269,8 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
             idle_timeout_seconds,
             max_session_seconds,
             archive_retention_days,
+            requests_per_second,
+            burst,
             if_not_exists,
         } => {
             crate::service::archive::check_retention_days(archive_retention_days)?;
@@ -238,6 +296,8 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
                 session_seconds_budget: session_seconds,
                 idle_timeout_seconds,
                 max_session_seconds,
+                requests_per_second,
+                burst,
             };
             let created = tenants::create(&pool, &settings, &cli_actor()).await?;
             let id = TenantId::parse(&created.tenant_id)?;
@@ -254,6 +314,8 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
             idle_timeout_seconds,
             max_session_seconds,
             archive_retention_days,
+            requests_per_second,
+            burst,
         } => {
             if let Some(days) = archive_retention_days {
                 crate::service::archive::check_retention_days(days)?;
@@ -270,6 +332,8 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
                 },
                 idle_timeout_seconds,
                 max_session_seconds,
+                requests_per_second,
+                burst,
             };
             let row = tenants::update(&pool, tenant, &changes, &cli_actor()).await?;
             let archive_retention_days = match archive_retention_days {
@@ -283,6 +347,8 @@ async fn tenant(command: TenantCommand) -> anyhow::Result<()> {
                 "session_seconds_budget": row.session_seconds_budget,
                 "idle_timeout_seconds": row.idle_timeout_seconds,
                 "max_session_seconds": row.max_session_seconds,
+                "requests_per_second": row.requests_per_second,
+                "burst": row.burst,
             });
             println!("{}", serde_json::to_string_pretty(&shown)?);
             Ok(())

@@ -73,6 +73,68 @@ pub struct ServeArgs {
         default_value_t = 3_000
     )]
     pub upstream_connect_timeout_ms: u64,
+    /// Attempts per upstream call, the first included (1 = no retries). Only getToken, detect,
+    /// info and close are retried, after connect errors, broken exchanges and HTTP 502/503/504;
+    /// create and update never are.
+    #[arg(
+        long,
+        env = "UPSTREAM_RETRY_ATTEMPTS",
+        value_name = "UPSTREAM_RETRY_ATTEMPTS",
+        default_value_t = 3
+    )]
+    pub upstream_retry_attempts: u32,
+    /// Wait before the first upstream retry, in milliseconds; it doubles for each further
+    /// retry, plus a random jitter of up to itself.
+    #[arg(
+        long,
+        env = "UPSTREAM_RETRY_BASE_MS",
+        value_name = "UPSTREAM_RETRY_BASE_MS",
+        default_value_t = 100
+    )]
+    pub upstream_retry_base_ms: u64,
+    /// Share of failed attempts (connect errors, timeouts, broken exchanges, HTTP 5xx) among
+    /// an upstream host's last 100 that opens its circuit breaker (0 < ratio <= 1).
+    #[arg(
+        long,
+        env = "UPSTREAM_BREAKER_FAILURE_RATIO",
+        value_name = "UPSTREAM_BREAKER_FAILURE_RATIO",
+        default_value_t = 0.7
+    )]
+    pub upstream_breaker_failure_ratio: f64,
+    /// Attempts an upstream host's breaker must have seen before the failure ratio counts.
+    #[arg(
+        long,
+        env = "UPSTREAM_BREAKER_MIN_CALLS",
+        value_name = "UPSTREAM_BREAKER_MIN_CALLS",
+        default_value_t = 20
+    )]
+    pub upstream_breaker_min_calls: u32,
+    /// How long an open breaker fails upstream calls fast (HTTP 503, code 5005) before letting
+    /// a probe through, in milliseconds.
+    #[arg(
+        long,
+        env = "UPSTREAM_BREAKER_COOLDOWN_MS",
+        value_name = "UPSTREAM_BREAKER_COOLDOWN_MS",
+        default_value_t = 5_000
+    )]
+    pub upstream_breaker_cooldown_ms: u64,
+    /// Upstream calls in flight at once, per process.
+    #[arg(
+        long,
+        env = "UPSTREAM_MAX_CONCURRENCY",
+        value_name = "UPSTREAM_MAX_CONCURRENCY",
+        default_value_t = 512
+    )]
+    pub upstream_max_concurrency: usize,
+    /// How long an upstream call waits for a free slot before it is refused (HTTP 503, code
+    /// 5006), in milliseconds.
+    #[arg(
+        long,
+        env = "UPSTREAM_QUEUE_TIMEOUT_MS",
+        value_name = "UPSTREAM_QUEUE_TIMEOUT_MS",
+        default_value_t = 250
+    )]
+    pub upstream_queue_timeout_ms: u64,
     /// `iss` of the gateway's tokens.
     #[arg(
         long,
@@ -105,9 +167,62 @@ pub struct ServeArgs {
         value_name = "GATEWAY_JWT_PRIVATE_KEY_FILE"
     )]
     pub jwt_private_key_file: Option<PathBuf>,
+    /// How often each replica reloads the token signing keys from Postgres, in milliseconds:
+    /// after a rotation every replica signs with the new key within this period. Retired keys
+    /// verify for the token lifetime plus 5 s plus this period, so keep it equal on every
+    /// replica.
+    #[arg(
+        long,
+        env = "GATEWAY_JWT_KEY_REFRESH_MS",
+        value_name = "GATEWAY_JWT_KEY_REFRESH_MS",
+        default_value_t = 10_000
+    )]
+    pub jwt_key_refresh_ms: u64,
     /// Largest request body, in bytes; the default fits a 10 MB image in base64.
     #[arg(long, env = "GATEWAY_MAX_BODY_BYTES", value_name = "GATEWAY_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Largest request body of every route but detection (JSON), in bytes.
+    #[arg(
+        long,
+        env = "GATEWAY_MAX_JSON_BODY_BYTES",
+        value_name = "GATEWAY_MAX_JSON_BODY_BYTES",
+        default_value_t = 128 * 1024
+    )]
+    pub max_json_body_bytes: usize,
+    /// Largest request head (request line and headers), in bytes; over it the answer is 431.
+    #[arg(
+        long,
+        env = "GATEWAY_MAX_HEADER_BYTES",
+        value_name = "GATEWAY_MAX_HEADER_BYTES",
+        default_value_t = 32 * 1024
+    )]
+    pub max_header_bytes: usize,
+    /// Time allowed to receive a request head, in milliseconds; a connection that sends none
+    /// within it (a slow client, or an idle keep-alive connection) is closed.
+    #[arg(
+        long,
+        env = "GATEWAY_HEADER_READ_TIMEOUT_MS",
+        value_name = "GATEWAY_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub header_read_timeout_ms: u64,
+    /// Time allowed to receive a whole request body, in milliseconds (then 408, code 4008).
+    #[arg(
+        long,
+        env = "GATEWAY_BODY_READ_TIMEOUT_MS",
+        value_name = "GATEWAY_BODY_READ_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub body_read_timeout_ms: u64,
+    /// Time allowed for a request to produce its answer, in milliseconds (then 503, code 5003);
+    /// the event stream and downloads run on after their first byte.
+    #[arg(
+        long,
+        env = "GATEWAY_REQUEST_TIMEOUT_MS",
+        value_name = "GATEWAY_REQUEST_TIMEOUT_MS",
+        default_value_t = 60_000
+    )]
+    pub request_timeout_ms: u64,
     /// Hosts and CIDRs that `image_url` may point at despite being private or loopback
     /// (comma-separated; for local setups whose image servers sit on loopback). Empty by default.
     #[arg(
@@ -133,6 +248,15 @@ pub struct ServeArgs {
         default_value_t = 20
     )]
     pub db_max_connections: u32,
+    /// Longest wait for a Postgres connection, in milliseconds; while the database is down,
+    /// calls that need it fail after this with 503 (code 5003).
+    #[arg(
+        long,
+        env = "GATEWAY_DB_ACQUIRE_TIMEOUT_MS",
+        value_name = "GATEWAY_DB_ACQUIRE_TIMEOUT_MS",
+        default_value_t = 2_000
+    )]
+    pub db_acquire_timeout_ms: u64,
     /// Do not apply migrations at start-up (when a separate job runs `migrate`).
     #[arg(long, env = "GATEWAY_SKIP_MIGRATIONS", default_value_t = false)]
     pub skip_migrations: bool,
@@ -220,6 +344,14 @@ pub struct ServeArgs {
         default_value_t = 0
     )]
     pub drain_delay_ms: u64,
+    /// How long an `Idempotency-Key` keeps the first answer, in seconds.
+    #[arg(
+        long,
+        env = "GATEWAY_IDEMPOTENCY_TTL_SECONDS",
+        value_name = "GATEWAY_IDEMPOTENCY_TTL_SECONDS",
+        default_value_t = 86_400
+    )]
+    pub idempotency_ttl_seconds: u64,
     /// A resource this many seconds from its upstream deadline and still not archived raises
     /// the alarm (a `resource.archive_at_risk` event and an error log line).
     #[arg(
@@ -328,16 +460,22 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// Upstream connect timeout.
     pub upstream_connect_timeout: Duration,
+    /// Upstream retries, circuit breakers and concurrency bound.
+    pub upstream_policy: faceswap_upstream::CallPolicy,
     /// Token settings.
     pub jwt: JwtSettings,
     /// Request body cap.
     pub max_body_bytes: usize,
+    /// Body caps per route, request head size, and request deadlines.
+    pub http_limits: crate::http::limits::HttpLimits,
     /// SSRF allow-list entries.
     pub ssrf_allow: Vec<String>,
     /// Redis key prefix.
     pub redis_prefix: String,
     /// Postgres pool size.
     pub db_max_connections: u32,
+    /// Longest wait for a Postgres connection.
+    pub db_acquire_timeout: Duration,
     /// Skip migrations at start-up.
     pub skip_migrations: bool,
     /// What this process runs.
@@ -346,6 +484,8 @@ pub struct Config {
     pub workers: crate::workers::WorkerSettings,
     /// Not-ready period before the listener closes on shutdown.
     pub drain_delay: Duration,
+    /// How long an idempotency key holds its answer.
+    pub idempotency_ttl: Duration,
     /// Where archived resources go (`None`: the default local directory).
     pub object_store_url: Option<String>,
     /// Archiver settings.
@@ -365,6 +505,8 @@ pub struct JwtSettings {
     pub ttl: Duration,
     /// A configured private key, PEM.
     pub private_key_file: Option<PathBuf>,
+    /// How often the signing keys are reloaded from Postgres.
+    pub key_refresh: Duration,
 }
 
 /// A setting that is missing or malformed; the message names it.
@@ -377,8 +519,55 @@ fn required<T>(value: Option<T>, var: &str, what: &str) -> Result<T, ConfigError
 }
 
 impl ServeArgs {
+    /// The upstream call policy, each value checked against the setting that gave it.
+    fn upstream_policy(&self) -> Result<faceswap_upstream::CallPolicy, ConfigError> {
+        let bad =
+            |var: &str, rule: &str| Err(ConfigError(format!("malformed setting {var}: {rule}")));
+        if self.upstream_retry_attempts == 0 {
+            return bad("UPSTREAM_RETRY_ATTEMPTS", "must be at least 1");
+        }
+        if !(self.upstream_breaker_failure_ratio > 0.0
+            && self.upstream_breaker_failure_ratio <= 1.0)
+        {
+            return bad(
+                "UPSTREAM_BREAKER_FAILURE_RATIO",
+                "must be above 0 and at most 1",
+            );
+        }
+        if !(1..=100).contains(&self.upstream_breaker_min_calls) {
+            return bad(
+                "UPSTREAM_BREAKER_MIN_CALLS",
+                "must be 1 to 100 (the window)",
+            );
+        }
+        if self.upstream_breaker_cooldown_ms == 0 {
+            return bad("UPSTREAM_BREAKER_COOLDOWN_MS", "must be at least 1");
+        }
+        if self.upstream_max_concurrency == 0 {
+            return bad("UPSTREAM_MAX_CONCURRENCY", "must be at least 1");
+        }
+        let policy = faceswap_upstream::CallPolicy {
+            retry_attempts: self.upstream_retry_attempts,
+            retry_base: Duration::from_millis(self.upstream_retry_base_ms),
+            breaker: faceswap_upstream::BreakerSettings {
+                failure_ratio: self.upstream_breaker_failure_ratio,
+                min_calls: self.upstream_breaker_min_calls,
+                cool_down: Duration::from_millis(self.upstream_breaker_cooldown_ms),
+                ..Default::default()
+            },
+            max_concurrency: self.upstream_max_concurrency,
+            queue_timeout: Duration::from_millis(self.upstream_queue_timeout_ms),
+        };
+        policy
+            .validate()
+            .map_err(|e| ConfigError(format!("malformed upstream call policy: {e}")))?;
+        Ok(policy)
+    }
+
     /// Checks presence and cross-field rules.
     pub fn into_config(self) -> Result<Config, ConfigError> {
+        // Read before the fields below are moved out.
+        let upstream_policy = self.upstream_policy()?;
         let database_url = required(self.database_url, "DATABASE_URL", "the Postgres URL")?;
         let redis_url = required(self.redis_url, "REDIS_URL", "the Redis URL")?;
         let upstream_base_url = required(
@@ -417,9 +606,33 @@ impl ServeArgs {
                 "malformed setting GATEWAY_JWT_TTL_SECONDS: must be at least 1".into(),
             ));
         }
+        if self.jwt_key_refresh_ms < 100 {
+            return Err(ConfigError(
+                "malformed setting GATEWAY_JWT_KEY_REFRESH_MS: must be at least 100".into(),
+            ));
+        }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError(
                 "malformed setting GATEWAY_MAX_BODY_BYTES: must be at least 1024".into(),
+            ));
+        }
+        if self.max_json_body_bytes < 1024 {
+            return Err(ConfigError(
+                "malformed setting GATEWAY_MAX_JSON_BODY_BYTES: must be at least 1024".into(),
+            ));
+        }
+        // hyper's HTTP/1 reader needs at least 8 KiB of buffer.
+        if self.max_header_bytes < 8192 {
+            return Err(ConfigError(
+                "malformed setting GATEWAY_MAX_HEADER_BYTES: must be at least 8192".into(),
+            ));
+        }
+        if self.header_read_timeout_ms == 0
+            || self.body_read_timeout_ms == 0
+            || self.request_timeout_ms == 0
+        {
+            return Err(ConfigError(
+                "malformed setting GATEWAY_HEADER_READ_TIMEOUT_MS / GATEWAY_BODY_READ_TIMEOUT_MS / GATEWAY_REQUEST_TIMEOUT_MS: must be at least 1".into(),
             ));
         }
         let lease = Duration::from_millis(self.worker_lease_ms);
@@ -462,16 +675,28 @@ impl ServeArgs {
             upstream_client_secret,
             upstream_timeout: Duration::from_millis(self.upstream_timeout_ms),
             upstream_connect_timeout: Duration::from_millis(self.upstream_connect_timeout_ms),
+            upstream_policy,
             jwt: JwtSettings {
                 issuer: self.jwt_issuer,
                 audience: self.jwt_audience,
                 ttl: Duration::from_secs(self.jwt_ttl_seconds),
                 private_key_file: self.jwt_private_key_file,
+                key_refresh: Duration::from_millis(self.jwt_key_refresh_ms),
             },
             max_body_bytes: self.max_body_bytes,
+            http_limits: crate::http::limits::HttpLimits {
+                max_body_bytes: self.max_body_bytes,
+                // No route takes more than the overall cap.
+                max_json_body_bytes: self.max_json_body_bytes.min(self.max_body_bytes),
+                max_header_bytes: self.max_header_bytes,
+                header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+                body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+                request_timeout: Duration::from_millis(self.request_timeout_ms),
+            },
             ssrf_allow,
             redis_prefix: self.redis_prefix,
             db_max_connections: self.db_max_connections,
+            db_acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms.max(1)),
             skip_migrations: self.skip_migrations,
             role: self.role,
             workers: crate::workers::WorkerSettings {
@@ -485,6 +710,7 @@ impl ServeArgs {
                 webhook_retry_base: Duration::from_millis(self.webhook_retry_base_ms),
             },
             drain_delay: Duration::from_millis(self.drain_delay_ms),
+            idempotency_ttl: Duration::from_secs(self.idempotency_ttl_seconds.max(1)),
             object_store_url: self.object_store_url,
             archive: crate::archive::ArchiveSettings::checked(
                 self.archive_alarm_margin_seconds,
@@ -581,6 +807,94 @@ mod tests {
         let mut args = FULL.to_vec();
         args.extend(["--bind", "nope"]);
         assert!(parse(&args).unwrap_err().0.contains("GATEWAY_BIND"));
+    }
+
+    #[test]
+    fn input_limits_have_defaults_and_name_bad_values() {
+        let cfg = parse(FULL).unwrap();
+        let limits = &cfg.http_limits;
+        assert_eq!(limits.body_cap("/detect"), 16 * 1024 * 1024);
+        assert_eq!(limits.body_cap("/api/open/v3/getToken"), 128 * 1024);
+        assert_eq!(limits.max_header_bytes, 32 * 1024);
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(limits.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(limits.request_timeout, Duration::from_secs(60));
+        assert_eq!(cfg.db_acquire_timeout, Duration::from_secs(2));
+        // The JSON cap never exceeds the overall one.
+        let mut args = FULL.to_vec();
+        args.extend(["--max-body-bytes", "4096"]);
+        assert_eq!(
+            parse(&args).unwrap().http_limits.body_cap("/v1/webhooks"),
+            4096
+        );
+        for (flag, value, var) in [
+            ("--max-header-bytes", "4096", "GATEWAY_MAX_HEADER_BYTES"),
+            (
+                "--max-json-body-bytes",
+                "100",
+                "GATEWAY_MAX_JSON_BODY_BYTES",
+            ),
+            ("--request-timeout-ms", "0", "GATEWAY_REQUEST_TIMEOUT_MS"),
+        ] {
+            let mut args = FULL.to_vec();
+            args.extend([flag, value]);
+            assert!(parse(&args).unwrap_err().0.contains(var), "{flag} {value}");
+        }
+    }
+
+    #[test]
+    fn the_upstream_call_policy_has_defaults_and_names_bad_values() {
+        let cfg = parse(FULL).unwrap();
+        assert_eq!(
+            cfg.upstream_policy,
+            faceswap_upstream::CallPolicy::default()
+        );
+        let mut args = FULL.to_vec();
+        args.extend([
+            "--upstream-retry-attempts",
+            "5",
+            "--upstream-breaker-cooldown-ms",
+            "250",
+            "--upstream-max-concurrency",
+            "8",
+        ]);
+        let policy = parse(&args).unwrap().upstream_policy;
+        assert_eq!(
+            (
+                policy.retry_attempts,
+                policy.breaker.cool_down,
+                policy.max_concurrency
+            ),
+            (5, Duration::from_millis(250), 8)
+        );
+        for (flag, value, var) in [
+            ("--upstream-retry-attempts", "0", "UPSTREAM_RETRY_ATTEMPTS"),
+            (
+                "--upstream-breaker-failure-ratio",
+                "1.5",
+                "UPSTREAM_BREAKER_FAILURE_RATIO",
+            ),
+            (
+                "--upstream-breaker-min-calls",
+                "0",
+                "UPSTREAM_BREAKER_MIN_CALLS",
+            ),
+            (
+                "--upstream-breaker-cooldown-ms",
+                "0",
+                "UPSTREAM_BREAKER_COOLDOWN_MS",
+            ),
+            (
+                "--upstream-max-concurrency",
+                "0",
+                "UPSTREAM_MAX_CONCURRENCY",
+            ),
+        ] {
+            let mut args = FULL.to_vec();
+            args.extend([flag, value]);
+            let err = parse(&args).unwrap_err();
+            assert!(err.0.contains(var), "{flag}: {err}");
+        }
     }
 
     #[test]

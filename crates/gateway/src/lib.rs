@@ -14,6 +14,8 @@ pub mod healthcheck;
 pub mod http;
 pub mod metrics;
 pub mod net_guard;
+pub mod rate_limit;
+pub mod server;
 pub mod service;
 pub mod startup;
 pub mod store;

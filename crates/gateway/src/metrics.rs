@@ -24,11 +24,17 @@ pub const HTTP_REQUESTS: &str = "faceswap_http_requests_total";
 pub const HTTP_REQUEST_DURATION: &str = "faceswap_http_request_duration_seconds";
 /// Counter `{route, code, tenant}`: error answers by envelope code (1104 = quota, …).
 pub const HTTP_ERRORS: &str = "faceswap_http_errors_total";
-/// Counter `{call, outcome}`: upstream calls; `outcome` is `ok`, the failure kind, or the
-/// upstream's business code (see [`upstream_outcome`]).
+/// Counter `{call, outcome}`: upstream calls, one per attempt (a retried call counts each
+/// attempt); `outcome` is `ok`, the failure kind, or the upstream's business code (see
+/// [`upstream_outcome`]).
 pub const UPSTREAM_CALLS: &str = "faceswap_upstream_calls_total";
 /// Histogram `{call}`: seconds per upstream call.
 pub const UPSTREAM_CALL_DURATION: &str = "faceswap_upstream_call_duration_seconds";
+/// Counter `{call}`: upstream attempts made again after a failure worth retrying.
+pub const UPSTREAM_RETRIES: &str = "faceswap_upstream_retries_total";
+/// Gauge `{host}`: 1 while the circuit breaker of an upstream host holds calls back (open or
+/// probing), 0 when closed.
+pub const UPSTREAM_BREAKER_OPEN: &str = "faceswap_upstream_breaker_open";
 /// Counter `{result}`: upstream getToken fetches (`ok` / `error`).
 pub const UPSTREAM_TOKEN_FETCHES: &str = "faceswap_upstream_token_fetches_total";
 /// Counter `{call}`: upstream refusals of the token (1101/1102) that forced a refresh.
@@ -48,6 +54,9 @@ pub const ARCHIVE_BACKLOG: &str = "faceswap_archive_backlog";
 pub const ARCHIVE_OLDEST_DEADLINE: &str = "faceswap_archive_oldest_deadline_timestamp_seconds";
 /// Gauge `{version}`: always 1; tells which build is running.
 pub const BUILD_INFO: &str = "faceswap_build_info";
+/// Counter `{source, result}`: rate-limit decisions; `source` is `redis` (shared by every
+/// replica) or `local` (Redis unreachable), `result` is `allowed` or `limited`.
+pub const RATE_LIMIT_DECISIONS: &str = "faceswap_rate_limit_decisions_total";
 
 /// How a metric is exposed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +130,18 @@ pub const ALL: &[MetricDef] = &[
         "Seconds per upstream call",
     ),
     def(
+        UPSTREAM_RETRIES,
+        Kind::Counter,
+        &["call"],
+        "Upstream attempts made again after a failure worth retrying, by call",
+    ),
+    def(
+        UPSTREAM_BREAKER_OPEN,
+        Kind::Gauge,
+        &["host"],
+        "1 while an upstream host's circuit breaker holds calls back (open or probing), else 0",
+    ),
+    def(
         UPSTREAM_TOKEN_FETCHES,
         Kind::Counter,
         &["result"],
@@ -173,6 +194,12 @@ pub const ALL: &[MetricDef] = &[
         Kind::Gauge,
         &["version"],
         "Always 1, labelled with the running version",
+    ),
+    def(
+        RATE_LIMIT_DECISIONS,
+        Kind::Counter,
+        &["source", "result"],
+        "Per-tenant rate-limit decisions, by where they were made (redis or local)",
     ),
 ];
 
@@ -244,6 +271,7 @@ fn describe_and_preregister() {
     // Series that alert rules divide by or compare against exist from the start at zero.
     for call in Call::ALL {
         metrics::counter!(UPSTREAM_CALLS, "call" => call.name(), "outcome" => "ok").absolute(0);
+        metrics::counter!(UPSTREAM_RETRIES, "call" => call.name()).absolute(0);
     }
     for result in ["ok", "error"] {
         metrics::counter!(UPSTREAM_TOKEN_FETCHES, "result" => result).absolute(0);
@@ -340,8 +368,8 @@ pub fn http_request(
 }
 
 /// The `outcome` label of an upstream call: `ok`; the failure kind (`timeout`, `connect`,
-/// `transport`, `decode`, `config`, `http_4xx`, `http_5xx`, `http_other`); or the business
-/// code (`code_1003`, `code_1101`, `code_1102`, `code_1104`, `code_other`).
+/// `transport`, `decode`, `config`, `http_4xx`, `http_5xx`, `http_other`, or `circuit_open` /
+/// `busy` for calls the policy held back unsent); or the business code (`code_1003`, `code_1101`, `code_1102`, `code_1104`, `code_other`).
 pub fn upstream_outcome(result: Result<(), &UpstreamError>) -> &'static str {
     let Err(e) = result else {
         return "ok";
@@ -352,6 +380,8 @@ pub fn upstream_outcome(result: Result<(), &UpstreamError>) -> &'static str {
         UpstreamError::Transport { .. } => "transport",
         UpstreamError::Decode { .. } => "decode",
         UpstreamError::Config(_) => "config",
+        UpstreamError::CircuitOpen { .. } => "circuit_open",
+        UpstreamError::Busy { .. } => "busy",
         UpstreamError::Status { status, .. } => match status {
             400..=499 => "http_4xx",
             500..=599 => "http_5xx",
@@ -386,6 +416,21 @@ pub fn upstream_observer() -> faceswap_upstream::CallObserver {
     Arc::new(upstream_call)
 }
 
+/// The observer of the upstream call policy: counts retries and sets the breaker gauges.
+pub fn upstream_policy_observer() -> faceswap_upstream::PolicyObserver {
+    install();
+    Arc::new(|event| match event {
+        faceswap_upstream::PolicyEvent::Retry { call, .. } => {
+            metrics::counter!(UPSTREAM_RETRIES, "call" => call.name()).increment(1);
+        }
+        faceswap_upstream::PolicyEvent::Breaker { host, state } => {
+            let open = *state != faceswap_upstream::BreakerState::Closed;
+            metrics::gauge!(UPSTREAM_BREAKER_OPEN, "host" => (*host).to_owned())
+                .set(f64::from(u8::from(open)));
+        }
+    })
+}
+
 /// Records a getToken fetch.
 pub fn upstream_token_fetched(ok: bool) {
     let result = if ok { "ok" } else { "error" };
@@ -396,6 +441,19 @@ pub fn upstream_token_fetched(ok: bool) {
 pub fn upstream_token_refused(call: Option<Call>) {
     let call = call.map_or("unknown", Call::name);
     metrics::counter!(UPSTREAM_TOKEN_REFUSALS, "call" => call).increment(1);
+}
+
+/// Records a rate-limit decision.
+pub fn rate_limit_decision(
+    source: crate::rate_limit::Source,
+    decision: crate::domain::rate::Decision,
+) {
+    let result = match decision {
+        crate::domain::rate::Decision::Allow => "allowed",
+        crate::domain::rate::Decision::Deny { .. } => "limited",
+    };
+    metrics::counter!(RATE_LIMIT_DECISIONS, "source" => source.name(), "result" => result)
+        .increment(1);
 }
 
 /// Records a settled close with its reason.
@@ -523,6 +581,15 @@ mod tests {
             (UpstreamError::Timeout { call }, "timeout"),
             (business(Code::QUOTA_EXCEEDED), "code_1104"),
             (business(Code(987_654)), "code_other"),
+            (UpstreamError::Busy { call }, "busy"),
+            (
+                UpstreamError::CircuitOpen {
+                    call,
+                    host: "up:80".into(),
+                    retry_after: Duration::from_secs(1),
+                },
+                "circuit_open",
+            ),
             (
                 UpstreamError::Status {
                     call,

@@ -29,9 +29,19 @@ pub struct Application {
 
 /// Connects to Postgres (failing fast when it is down) without applying migrations.
 pub async fn connect_db(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    connect_db_with(url, max_connections, Duration::from_secs(3)).await
+}
+
+/// [`connect_db`] with the longest wait for a connection, which is also how long a call that
+/// needs the database takes to fail while it is down.
+pub async fn connect_db_with(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(3))
+        .acquire_timeout(acquire_timeout)
         .connect(url)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to DATABASE_URL: {e}"))
@@ -40,7 +50,12 @@ pub async fn connect_db(url: &str, max_connections: u32) -> anyhow::Result<PgPoo
 impl Application {
     /// Connects, migrates (unless told not to), and binds `config.bind`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = connect_db(&config.database_url, config.db_max_connections).await?;
+        let db = connect_db_with(
+            &config.database_url,
+            config.db_max_connections,
+            config.db_acquire_timeout,
+        )
+        .await?;
         if !config.skip_migrations {
             crate::MIGRATOR
                 .run(&db)
@@ -58,8 +73,10 @@ impl Application {
             detect_url: config.upstream_detect_url.clone(),
             timeout: config.upstream_timeout,
             connect_timeout: config.upstream_connect_timeout,
+            policy: config.upstream_policy.clone(),
         })?
         .with_observer(crate::metrics::upstream_observer())
+        .with_policy_observer(crate::metrics::upstream_policy_observer())
         .with_header_hook(crate::telemetry::upstream_header_hook());
         let upstream_tokens = Arc::new(UpstreamTokens::new(
             upstream.clone(),
@@ -73,6 +90,7 @@ impl Application {
             config.jwt.issuer.clone(),
             config.jwt.audience.clone(),
             config.jwt.ttl,
+            config.jwt.key_refresh,
         )
         .await?;
         let ssrf = SsrfGuard::new(&config.ssrf_allow).map_err(|e| anyhow::anyhow!(e))?;
@@ -82,7 +100,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("cannot listen on GATEWAY_BIND {}: {e}", config.bind))?;
         let state = AppState {
             db,
-            cache,
+            cache: cache.clone(),
             upstream,
             upstream_tokens,
             token_keys: Arc::new(token_keys),
@@ -90,15 +108,19 @@ impl Application {
             ssrf: Arc::new(ssrf),
             settings: Arc::new(Settings {
                 max_body_bytes: config.max_body_bytes,
+                limits: config.http_limits.clone(),
                 close_retry_base: config.workers.close_retry_base,
                 lease: config.workers.lease,
+                idempotency_ttl: config.idempotency_ttl,
             }),
             draining: Arc::default(),
             archive: Arc::new(archive),
             revocations: Arc::default(),
+            rate_limits: Arc::new(crate::rate_limit::RateLimiter::new(cache.clone())),
             admins: Arc::new(config.admin_tokens.clone()),
         };
         state.revocations.refresh(&state.db).await?;
+        state.rate_limits.rates.refresh(&state.db).await?;
         Ok(Self {
             listener,
             state,
@@ -146,16 +168,24 @@ impl Application {
             );
             worker_tasks.spawn(async move { revocations.run_until_stopped(db, stop).await });
         }
+        {
+            let (limits, db, stop) = (
+                self.state.rate_limits.clone(),
+                self.state.db.clone(),
+                stop.clone(),
+            );
+            worker_tasks.spawn(async move { limits.rates.run_until_stopped(db, stop).await });
+        }
         let draining = self.state.draining.clone();
         let drain_delay = self.drain_delay;
+        let limits = self.state.settings.limits.clone();
         let app = http::router(self.state, self.role.serves_api());
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                draining.store(true, std::sync::atomic::Ordering::SeqCst);
-                tokio::time::sleep(drain_delay).await;
-            })
-            .await;
+        let served = crate::server::serve(self.listener, app, &limits, async move {
+            shutdown.await;
+            draining.store(true, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(drain_delay).await;
+        })
+        .await;
         stop.cancel();
         let grace = self.workers.lease;
         if tokio::time::timeout(grace, async {

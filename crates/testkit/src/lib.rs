@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failure is a failed test
 
+pub mod private;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;

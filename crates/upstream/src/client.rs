@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::Retryable;
 use bytes::Bytes;
 use faceswap_wire::{
     Code, CreateRequest, LiveSession, SessionIdRequest, TokenRequest, TokenResponse, UpdateRequest,
@@ -14,8 +15,10 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::answer::{decode, status_error, success_envelope, to_json};
+use crate::breaker::BreakerState;
 use crate::endpoints::Endpoints;
-use crate::{Call, IssuedToken, UpstreamError};
+use crate::policy::{CallPolicy, Guard, PolicyEvent, PolicyObserver};
+use crate::{Call, IssuedToken, UpstreamError, retry};
 
 /// Idle connections kept per upstream host. The gateway fans many tenants into one or two
 /// upstream hosts, so the default would churn connections under load.
@@ -32,6 +35,8 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     /// Time allowed to establish a connection.
     pub connect_timeout: Duration,
+    /// Retries, circuit breakers and the bound on calls in flight.
+    pub policy: CallPolicy,
 }
 
 /// A client of the upstream API. Clones share one connection pool.
@@ -41,9 +46,13 @@ pub struct UpstreamClient {
     endpoints: Arc<Endpoints>,
     observer: Observer,
     header_hook: Hook,
+    guard: Arc<Guard>,
+    timeout: Duration,
 }
 
-/// Told about every finished call: which, how long it took, and how it ended (for metrics).
+/// Told about every finished attempt: which call, how long it took, and how it ended (for
+/// metrics). A call retried twice reports three attempts; a call the breaker or the
+/// concurrency bound held back reports its `CircuitOpen` or `Busy` without being sent.
 pub type CallObserver = Arc<dyn Fn(Call, Duration, Result<(), &UpstreamError>) + Send + Sync>;
 
 /// Adds headers to every upstream request, inside the call's span (the gateway injects the
@@ -92,13 +101,17 @@ impl fmt::Debug for DetectOutcome {
 }
 
 impl UpstreamClient {
-    /// Builds the client; fails on URLs that are not http(s), or a zero timeout.
+    /// Builds the client; fails on URLs that are not http(s), a zero timeout, or an unusable
+    /// policy.
     pub fn new(cfg: UpstreamConfig) -> Result<Self, UpstreamError> {
         if cfg.timeout.is_zero() || cfg.connect_timeout.is_zero() {
             return Err(UpstreamError::Config(
                 "upstream timeout and connect timeout must be above zero".to_owned(),
             ));
         }
+        cfg.policy
+            .validate()
+            .map_err(|e| UpstreamError::Config(format!("upstream call policy: {e}")))?;
         let endpoints =
             Endpoints::new(&cfg.base_url, &cfg.detect_url).map_err(UpstreamError::Config)?;
         let http = reqwest::Client::builder()
@@ -124,6 +137,8 @@ impl UpstreamClient {
             endpoints: Arc::new(endpoints),
             observer: Observer::default(),
             header_hook: Hook::default(),
+            guard: Arc::new(Guard::new(cfg.policy, &cfg.base_url, &cfg.detect_url)),
+            timeout: cfg.timeout,
         })
     }
 
@@ -139,18 +154,60 @@ impl UpstreamClient {
         self
     }
 
-    /// Runs one call and reports its duration and result to the observer.
-    async fn observed<T>(
-        &self,
-        call: Call,
-        run: impl Future<Output = Result<T, UpstreamError>>,
-    ) -> Result<T, UpstreamError> {
+    /// Reports retries and breaker changes to `observer`; it hears each host's current
+    /// breaker state at once.
+    pub fn with_policy_observer(mut self, observer: PolicyObserver) -> Self {
+        self.guard = Arc::new(self.guard.with_observer(Some(observer)));
+        self
+    }
+
+    /// Upstream attempts in flight now (bounded by the policy's `max_concurrency`).
+    pub fn in_flight(&self) -> usize {
+        self.guard.in_flight()
+    }
+
+    /// Each upstream host (`host:port`) and the state of its circuit breaker.
+    pub fn breaker_states(&self) -> Vec<(String, BreakerState)> {
+        self.guard.breaker_states()
+    }
+
+    /// Runs `call` under the policy: each attempt passes the host's breaker and the
+    /// concurrency bound and is reported to the observer; failures worth it are retried with
+    /// backoff while the call is younger than one timeout, so a call (retries and waits
+    /// included) ends within about two timeouts.
+    async fn run<T, F, Fut>(&self, call: Call, mut attempt: F) -> Result<T, UpstreamError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
+        let guard = &*self.guard;
+        let policy = guard.policy();
         let started = Instant::now();
-        let result = run.await;
-        if let Some(observe) = &self.observer.0 {
-            observe(call, started.elapsed(), result.as_ref().map(drop));
-        }
-        result
+        let once = || {
+            let send = attempt();
+            async move {
+                let began = Instant::now();
+                let result = match guard.pass(call).await {
+                    Ok(pass) => {
+                        let result = send.await;
+                        guard.settle(pass, result.as_ref().map(drop));
+                        result
+                    }
+                    Err(refused) => Err(refused),
+                };
+                if let Some(observe) = &self.observer.0 {
+                    observe(call, began.elapsed(), result.as_ref().map(drop));
+                }
+                result
+            }
+        };
+        once.retry(retry::backoff(policy.retry_attempts, policy.retry_base))
+            .when(|e| retry::is_retryable(call, e) && started.elapsed() < self.timeout)
+            .notify(|error, delay| {
+                tracing::debug!(call = call.name(), %error, ?delay, "retrying upstream call");
+                guard.emit(&PolicyEvent::Retry { call, error, delay });
+            })
+            .await
     }
 
     /// The URL `call` posts to.
@@ -164,14 +221,13 @@ impl UpstreamClient {
         client_id: &str,
         client_secret: &str,
     ) -> Result<IssuedToken, UpstreamError> {
-        self.observed(
-            Call::GetToken,
-            self.get_token_unobserved(client_id, client_secret),
-        )
+        self.run(Call::GetToken, || {
+            self.get_token_once(client_id, client_secret)
+        })
         .await
     }
 
-    async fn get_token_unobserved(
+    async fn get_token_once(
         &self,
         client_id: &str,
         client_secret: &str,
@@ -195,15 +251,11 @@ impl UpstreamClient {
     /// image) are answers, not errors: they come back in the outcome for pass-through. Only
     /// 1101/1102 become [`UpstreamError::Business`], so token refresh works as for other calls.
     pub async fn detect(&self, token: &str, body: Bytes) -> Result<DetectOutcome, UpstreamError> {
-        self.observed(Call::Detect, self.detect_unobserved(token, body))
+        self.run(Call::Detect, || self.detect_once(token, body.clone()))
             .await
     }
 
-    async fn detect_unobserved(
-        &self,
-        token: &str,
-        body: Bytes,
-    ) -> Result<DetectOutcome, UpstreamError> {
+    async fn detect_once(&self, token: &str, body: Bytes) -> Result<DetectOutcome, UpstreamError> {
         #[derive(Deserialize)]
         struct Head {
             error_code: i64,
@@ -254,8 +306,9 @@ impl UpstreamClient {
         let req = SessionIdRequest {
             id: upstream_id.to_owned(),
         };
-        self.observed(call, async {
-            let (status, body) = self.post(call, Some(token), to_json(call, &req)?).await?;
+        let req = &req;
+        self.run(call, || async move {
+            let (status, body) = self.post(call, Some(token), to_json(call, req)?).await?;
             success_envelope(call, status, &body).map(drop)
         })
         .await
@@ -275,11 +328,11 @@ impl UpstreamClient {
         token: &str,
         req: &impl serde::Serialize,
     ) -> Result<LiveSession, UpstreamError> {
-        self.observed(call, self.session_call_unobserved(call, token, req))
+        self.run(call, || self.session_call_once(call, token, req))
             .await
     }
 
-    async fn session_call_unobserved(
+    async fn session_call_once(
         &self,
         call: Call,
         token: &str,
@@ -363,6 +416,7 @@ mod tests {
             detect_url: Url::parse("http://d/detect").unwrap(),
             timeout: Duration::from_millis(timeout_ms),
             connect_timeout: Duration::from_millis(100),
+            policy: CallPolicy::default(),
         };
         assert!(matches!(
             UpstreamClient::new(cfg("http://h/", 0)),

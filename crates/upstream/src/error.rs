@@ -2,6 +2,7 @@
 //! without inspecting transport details.
 
 use std::fmt;
+use std::time::Duration;
 
 use faceswap_wire::Code;
 
@@ -114,6 +115,23 @@ pub enum UpstreamError {
     /// The client is misconfigured (bad URL, unusable header value): nothing was sent.
     #[error("upstream client misconfigured: {0}")]
     Config(String),
+    /// The upstream host has been failing, so its circuit breaker holds calls back: nothing
+    /// was sent.
+    #[error("upstream {call} not sent: the circuit breaker of {host} is open (retry in {} ms)", .retry_after.as_millis())]
+    CircuitOpen {
+        /// The call refused.
+        call: Call,
+        /// `host:port` of the upstream.
+        host: String,
+        /// When the breaker lets a probe through.
+        retry_after: Duration,
+    },
+    /// Too many upstream calls are in flight and no slot freed up in time: nothing was sent.
+    #[error("upstream {call} not sent: too many upstream calls in flight")]
+    Busy {
+        /// The call refused.
+        call: Call,
+    },
 }
 
 fn code_suffix(code: &Option<Code>) -> String {
@@ -129,7 +147,9 @@ impl UpstreamError {
             | Self::Business { call, .. }
             | Self::Status { call, .. }
             | Self::Transport { call, .. }
-            | Self::Decode { call, .. } => Some(*call),
+            | Self::Decode { call, .. }
+            | Self::CircuitOpen { call, .. }
+            | Self::Busy { call } => Some(*call),
             Self::Config(_) => None,
         }
     }
@@ -142,8 +162,17 @@ impl UpstreamError {
         )
     }
 
+    /// How long to wait before calling again, when the client knows (an open breaker).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::CircuitOpen { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
     /// Whether the upstream may have acted on the request even though we got no usable answer.
     /// A caller must not blindly retry a non-idempotent call (create) when this is true.
+    /// Calls held back by the breaker or the concurrency bound were never sent.
     pub fn maybe_delivered(&self) -> bool {
         matches!(
             self,
@@ -222,6 +251,12 @@ mod tests {
                 message: "junk".into(),
             },
             UpstreamError::Config("bad url".into()),
+            UpstreamError::CircuitOpen {
+                call,
+                host: "up:80".into(),
+                retry_after: Duration::from_millis(1500),
+            },
+            UpstreamError::Busy { call },
         ]
     }
 
@@ -243,8 +278,23 @@ mod tests {
             .collect();
         assert_eq!(
             delivered,
-            [true, false, false, false, true, true, false],
-            "Timeout, Connect, Business, Status, Transport, Decode, Config"
+            [true, false, false, false, true, true, false, false, false],
+            "Timeout, Connect, Business, Status, Transport, Decode, Config, CircuitOpen, Busy"
+        );
+    }
+
+    #[test]
+    fn only_an_open_breaker_says_when_to_come_back() {
+        let waits: Vec<_> = every_variant()
+            .iter()
+            .map(UpstreamError::retry_after)
+            .collect();
+        let mut expected = vec![None; 9];
+        expected[7] = Some(Duration::from_millis(1500));
+        assert_eq!(waits, expected);
+        assert_eq!(
+            every_variant()[7].to_string(),
+            "upstream info not sent: the circuit breaker of up:80 is open (retry in 1500 ms)"
         );
     }
 

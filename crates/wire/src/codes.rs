@@ -33,6 +33,8 @@ impl Code {
     pub const TENANT_SUSPENDED: Code = Code(4003);
     /// Gateway: the request body exceeds the configured limit. HTTP 413.
     pub const PAYLOAD_TOO_LARGE: Code = Code(4013);
+    /// Gateway: the client took too long to send its request. HTTP 408.
+    pub const REQUEST_TIMEOUT: Code = Code(4008);
     /// Gateway: an unexpected internal error; the log has the cause. HTTP 500.
     pub const INTERNAL: Code = Code(5000);
     /// Gateway: the upstream failed or could not be reached. HTTP 502.
@@ -41,6 +43,11 @@ impl Code {
     pub const SERVICE_UNAVAILABLE: Code = Code(5003);
     /// Gateway: the upstream did not answer in time. HTTP 504.
     pub const UPSTREAM_TIMEOUT: Code = Code(5004);
+    /// Gateway: the upstream has been failing, so calls to it are paused (circuit breaker
+    /// open); `Retry-After` says when it will be tried again. HTTP 503.
+    pub const UPSTREAM_CIRCUIT_OPEN: Code = Code(5005);
+    /// Gateway: too many upstream calls are in flight; retry after `Retry-After`. HTTP 503.
+    pub const UPSTREAM_BUSY: Code = Code(5006);
 
     /// Whether this is the success code.
     pub fn is_success(self) -> bool {

@@ -3,8 +3,10 @@
 
 pub mod credentials;
 pub mod events;
+pub mod idempotency;
 pub mod ids;
 pub mod quota;
+pub mod rate;
 pub mod resources;
 pub mod session;
 pub mod webhook_signature;

@@ -82,6 +82,10 @@ pub struct TenantView {
     pub idle_timeout_seconds: i32,
     /// Longest session, seconds.
     pub max_session_seconds: i32,
+    /// Sustained requests per second.
+    pub requests_per_second: i32,
+    /// Requests allowed at once after a quiet period.
+    pub burst: i32,
     /// Creation time (RFC 3339).
     #[schema(value_type = String, format = DateTime)]
     pub created_at: DateTime<Utc>,
@@ -96,6 +100,8 @@ fn tenant_view(t: &store::tenants::TenantRow) -> TenantView {
         session_seconds_budget: t.session_seconds_budget,
         idle_timeout_seconds: t.idle_timeout_seconds,
         max_session_seconds: t.max_session_seconds,
+        requests_per_second: t.requests_per_second,
+        burst: t.burst,
         created_at: t.created_at,
     }
 }
@@ -117,6 +123,10 @@ pub struct NewTenant {
     pub idle_timeout_seconds: Option<i32>,
     /// Longest session, seconds (default 14400).
     pub max_session_seconds: Option<i32>,
+    /// Sustained requests per second (default 100).
+    pub requests_per_second: Option<i32>,
+    /// Requests allowed at once after a quiet period (default 200).
+    pub burst: Option<i32>,
 }
 
 /// Create a tenant with client credentials (the secret is shown only here).
@@ -139,6 +149,10 @@ pub async fn create_tenant(
     settings.max_session_seconds = req
         .max_session_seconds
         .unwrap_or(settings.max_session_seconds);
+    settings.requests_per_second = req
+        .requests_per_second
+        .unwrap_or(settings.requests_per_second);
+    settings.burst = req.burst.unwrap_or(settings.burst);
     let created = tenants::create(&state.db, &settings, &admin.name).await?;
     Ok(Json(Envelope::ok(created)))
 }
@@ -185,6 +199,10 @@ pub struct TenantPatch {
     pub idle_timeout_seconds: Option<i32>,
     /// Longest session, seconds.
     pub max_session_seconds: Option<i32>,
+    /// Sustained requests per second.
+    pub requests_per_second: Option<i32>,
+    /// Requests allowed at once after a quiet period.
+    pub burst: Option<i32>,
 }
 
 fn double_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
@@ -207,8 +225,14 @@ pub async fn update_tenant(
         session_seconds_budget: patch.session_seconds,
         idle_timeout_seconds: patch.idle_timeout_seconds,
         max_session_seconds: patch.max_session_seconds,
+        requests_per_second: patch.requests_per_second,
+        burst: patch.burst,
     };
     let row = tenants::update(&state.db, tenant, &changes, &admin.name).await?;
+    // This replica applies the new rate now; the others on their next reload.
+    if let Ok(rate) = crate::domain::rate::Rate::new(row.requests_per_second, row.burst) {
+        state.rate_limits.rates.set(row.tenant_id, rate);
+    }
     Ok(Json(Envelope::ok(tenant_view(&row))))
 }
 

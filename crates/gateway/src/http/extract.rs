@@ -3,44 +3,67 @@
 
 use std::time::Instant;
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header::AUTHORIZATION;
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
+use super::limits::{MAX_JSON_DEPTH, json_too_deep};
 use crate::auth::api_keys::KeyOwner;
 use crate::auth::jwt::TokenError;
 use crate::auth::passwords;
 use crate::domain::credentials::ApiKey;
 use crate::domain::ids::TenantId;
+use crate::domain::rate::Decision;
 use crate::store;
 
-/// The raw body, size-capped.
+/// The raw body, capped in size per route (see [`super::limits::HttpLimits::body_cap`]) and in read time.
 pub struct Body(pub Bytes);
 
 impl FromRequest<AppState> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        Bytes::from_request(req, state)
-            .await
-            .map(Body)
-            .map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge(state.settings.max_body_bytes)
-                } else {
-                    ApiError::BadRequest(format!(
-                        "request body could not be read: {}",
-                        e.body_text()
-                    ))
-                }
-            })
+        let limits = &state.settings.limits;
+        let cap = match req.extensions().get::<MatchedPath>() {
+            Some(route) => limits.body_cap(route.as_str()),
+            None => limits.body_cap(req.uri().path()),
+        };
+        // An honest Content-Length over the cap is refused before a byte is read.
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > cap as u64) {
+            return Err(ApiError::PayloadTooLarge(cap));
+        }
+        let read = axum::body::to_bytes(req.into_body(), cap);
+        match tokio::time::timeout(limits.body_read_timeout, read).await {
+            Err(_) => Err(ApiError::BodyTimeout(limits.body_read_timeout)),
+            Ok(Ok(bytes)) => Ok(Body(bytes)),
+            Ok(Err(e)) if is_over_limit(&e) => Err(ApiError::PayloadTooLarge(cap)),
+            Ok(Err(e)) => Err(ApiError::BadRequest(format!(
+                "request body could not be read: {e}"
+            ))),
+        }
     }
+}
+
+fn is_over_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// A JSON body; any parse failure is a 1003 naming the problem.
@@ -55,8 +78,14 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-/// Parses JSON, with the parser's message as the 1003 reason.
+/// Parses JSON, with the parser's message as the 1003 reason. Bodies nested deeper than
+/// [`MAX_JSON_DEPTH`] are refused before the parser sees them.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if json_too_deep(bytes, MAX_JSON_DEPTH) {
+        return Err(ApiError::BadRequest(format!(
+            "invalid JSON body: nested deeper than {MAX_JSON_DEPTH} levels"
+        )));
+    }
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
@@ -78,6 +107,11 @@ impl FromRequestParts<AppState> for Tenant {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // Authenticated (and counted against the rate) once per request, even when a
+        // middleware needed the tenant before the handler.
+        if let Some(tenant) = parts.extensions.get::<Tenant>() {
+            return Ok(*tenant);
+        }
         let presented = presented_credential(&parts.headers)?;
         let tenant = match ApiKey::parse(presented) {
             Some(key) => authenticate_api_key(state, presented, &key).await,
@@ -91,7 +125,25 @@ impl FromRequestParts<AppState> for Tenant {
         if state.revocations.is_suspended(tenant.id.0) {
             return Err(ApiError::Suspended);
         }
+        enforce_rate(state, tenant.id).await?;
+        parts.extensions.insert(tenant);
         Ok(tenant)
+    }
+}
+
+/// Counts the request against the tenant's rate: over it → 429/1005 with `Retry-After`.
+pub async fn enforce_rate(state: &AppState, tenant: TenantId) -> Result<(), ApiError> {
+    let rate = state
+        .rate_limits
+        .rates
+        .get(&state.db, tenant.0)
+        .await?
+        .ok_or(ApiError::AuthInvalid("the tenant no longer exists"))?;
+    let (decision, source) = state.rate_limits.check(tenant.0, rate).await;
+    crate::metrics::rate_limit_decision(source, decision);
+    match decision {
+        Decision::Allow => Ok(()),
+        Decision::Deny { retry_after } => Err(ApiError::RateLimited { retry_after }),
     }
 }
 

@@ -3,14 +3,18 @@
 
 pub mod admin;
 mod detect;
+mod doc_common;
 pub mod error;
 mod events;
 pub mod extract;
+mod idempotency;
+pub mod limits;
 mod live;
 mod meta;
 pub mod observe;
 pub mod resources;
 mod sessions;
+mod signing_keys;
 mod token;
 mod webhooks;
 
@@ -36,10 +40,14 @@ use crate::upstream_token::UpstreamTokens;
 pub struct Settings {
     /// Request body cap.
     pub max_body_bytes: usize,
+    /// Body caps per route and request deadlines.
+    pub limits: limits::HttpLimits,
     /// First delay of an upstream close retry.
     pub close_retry_base: std::time::Duration,
     /// How long a claim on a session lasts.
     pub lease: std::time::Duration,
+    /// How long an idempotency key holds its answer.
+    pub idempotency_ttl: std::time::Duration,
 }
 
 /// Everything the handlers share; each destructures what it uses.
@@ -69,37 +77,23 @@ pub struct AppState {
     pub admins: Arc<Vec<crate::auth::admin::AdminToken>>,
     /// Object storage and the archiver's download client.
     pub archive: Arc<crate::archive::Archive>,
+    /// Per-tenant request rates.
+    pub rate_limits: Arc<crate::rate_limit::RateLimiter>,
 }
 
 impl AppState {
-    /// Refuses source image URLs the upstream must not fetch: non-http(s) schemes, and hosts
-    /// that are private or loopback literals or `localhost` (unless allow-listed).
-    pub fn ssrf_check_sources(&self, sources: &[SourceImage]) -> Result<(), ApiError> {
-        for (i, s) in sources.iter().enumerate() {
-            let bad = |why: String| ApiError::BadRequest(format!("sourceImage[{i}].path {why}"));
-            let url =
-                url::Url::parse(s.path.trim()).map_err(|e| bad(format!("is not a URL: {e}")))?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(bad("must be an http or https URL".into()));
-            }
-            let addr = match url.host() {
-                Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
-                Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),
-                Some(url::Host::Domain(d)) => {
-                    let d = d.to_ascii_lowercase();
-                    (d == "localhost" || d.ends_with(".localhost"))
-                        .then_some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
-                        .filter(|_| !self.ssrf.allows_host(&d))
-                }
-                None => return Err(bad("has no host".into())),
-            };
-            if let Some(addr) = addr {
-                self.ssrf
-                    .check_addr(addr)
-                    .map_err(|e| bad(format!("is refused: {e}")))?;
-            }
-        }
-        Ok(())
+    /// Refuses source image URLs the upstream must not fetch (see
+    /// [`SsrfGuard::check_upstream_fetched`]: names are resolved, concurrently and briefly,
+    /// and a name that does not resolve from here passes).
+    pub async fn ssrf_check_sources(&self, sources: &[SourceImage]) -> Result<(), ApiError> {
+        let paths: Vec<&str> = sources.iter().map(|s| s.path.trim()).collect();
+        self.ssrf
+            .check_all_upstream_fetched(&paths)
+            .await
+            .map(drop)
+            .map_err(|(i, e)| {
+                ApiError::BadRequest(e.message_for(&format!("sourceImage[{i}].path")))
+            })
     }
 }
 
@@ -206,17 +200,27 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::admin_list_sessions))
         .routes(routes!(admin::admin_close_session))
         .routes(routes!(admin::audit_log))
+        .routes(routes!(signing_keys::list_signing_keys))
+        .routes(routes!(signing_keys::rotate_signing_key))
 }
 
 /// The OpenAPI document, built without any I/O.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().split_for_parts().1
+    split(routes()).1
+}
+
+/// The router and its document, with the answers every tenant route shares (they can only be
+/// added once every route is registered).
+fn split(routes: OpenApiRouter<AppState>) -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = routes.split_for_parts();
+    utoipa::Modify::modify(&doc_common::CommonAnswers, &mut doc);
+    (router, doc)
 }
 
 /// The application router: the whole API, or only the probes (worker processes).
 pub fn router(state: AppState, serve_api: bool) -> axum::Router {
     let max_body = state.settings.max_body_bytes;
-    let (router, doc) = if serve_api { routes() } else { probe_routes() }.split_for_parts();
+    let (router, doc) = split(if serve_api { routes() } else { probe_routes() });
     let router = if serve_api {
         // Swagger UI's files are compiled into the binary: /docs works offline.
         router.merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", doc))
@@ -226,7 +230,15 @@ pub fn router(state: AppState, serve_api: bool) -> axum::Router {
     router
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::request_deadline,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::middleware,
+        ))
         .layer(observe::layer())
         .with_state(state)
 }

@@ -38,7 +38,9 @@ pub async fn close_claimed(state: &AppState, row: &SessionRow) -> Result<Session
                 state.settings.close_retry_base,
                 u32::try_from(row.close_attempts).unwrap_or(0),
                 rand::random_range(0.8..1.2),
-            );
+            )
+            // An open breaker would refuse an earlier retry unsent.
+            .max(e.retry_after().unwrap_or_default());
             tracing::warn!(session_id = %SessionId(row.session_id), error = %e, ?delay, "upstream close failed; retry scheduled");
             let mut conn = state.db.acquire().await?;
             store::sessions::schedule_close_retry(&mut conn, row.session_id, delay, &e.to_string())

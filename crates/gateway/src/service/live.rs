@@ -94,7 +94,7 @@ pub async fn create(
     req: CreateRequest,
 ) -> Result<SessionRow, ApiError> {
     validate_source_image(&req.source_image)?;
-    state.ssrf_check_sources(&req.source_image)?;
+    state.ssrf_check_sources(&req.source_image).await?;
     let session_id = SessionId::generate().0;
     crate::http::observe::record_session(SessionId(session_id));
     let source_json = serde_json::to_value(&req.source_image).map_err(anyhow::Error::from)?;
@@ -221,7 +221,7 @@ pub async fn update(
 ) -> Result<SessionRow, ApiError> {
     let id = parse_session_id(&req.id)?;
     validate_source_image(&req.source_image)?;
-    state.ssrf_check_sources(&req.source_image)?;
+    state.ssrf_check_sources(&req.source_image).await?;
     let row = find_live(state, tenant, id).await?;
     let (Some(SessionState::Open), Some(upstream_id)) = (state_of(&row), row.upstream_id.clone())
     else {

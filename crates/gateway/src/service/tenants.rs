@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use crate::auth::passwords;
 use crate::domain::credentials::{ApiKey, new_client_credentials};
 use crate::domain::ids::{CredentialId, TenantId};
+use crate::domain::rate::Rate;
 use crate::http::error::ApiError;
 use crate::store;
 
@@ -28,6 +29,8 @@ impl TenantSettings {
             session_seconds_budget: None,
             idle_timeout_seconds: DEFAULT_IDLE_TIMEOUT_SECONDS,
             max_session_seconds: DEFAULT_MAX_SESSION_SECONDS,
+            requests_per_second: crate::domain::rate::DEFAULT_REQUESTS_PER_SECOND,
+            burst: crate::domain::rate::DEFAULT_BURST,
         }
     }
 }
@@ -37,8 +40,14 @@ fn validate(
     budget: Option<Option<i64>>,
     idle: Option<i32>,
     max_session: Option<i32>,
+    rate: (Option<i32>, Option<i32>),
 ) -> Result<(), ApiError> {
     let bad = |msg: &str| Err(ApiError::BadRequest(msg.to_owned()));
+    // Each half is checked alone, so a change of one keeps the stored other.
+    let (rps, burst) = rate;
+    if let Err(e) = Rate::new(rps.unwrap_or(1), burst.unwrap_or(1)) {
+        return Err(ApiError::BadRequest(e.to_string()));
+    }
     if max_concurrent.is_some_and(|v| v <= 0) {
         return bad("max_concurrent_sessions must be at least 1");
     }
@@ -73,6 +82,7 @@ pub async fn update(
         changes.session_seconds_budget,
         changes.idle_timeout_seconds,
         changes.max_session_seconds,
+        (changes.requests_per_second, changes.burst),
     )?;
     let mut tx = db.begin().await?;
     let row = store::tenants::update(&mut tx, tenant.0, changes)
@@ -83,6 +93,8 @@ pub async fn update(
         "session_seconds_budget": row.session_seconds_budget,
         "idle_timeout_seconds": row.idle_timeout_seconds,
         "max_session_seconds": row.max_session_seconds,
+        "requests_per_second": row.requests_per_second,
+        "burst": row.burst,
     });
     store::admin::audit(
         &mut tx,
@@ -127,6 +139,7 @@ pub async fn create(
         Some(settings.session_seconds_budget),
         Some(settings.idle_timeout_seconds),
         Some(settings.max_session_seconds),
+        (Some(settings.requests_per_second), Some(settings.burst)),
     )?;
     let settings = TenantSettings {
         name: settings.name.trim().to_owned(),

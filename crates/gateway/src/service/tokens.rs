@@ -41,6 +41,9 @@ pub async fn issue(state: &AppState, req: TokenRequest) -> Result<TokenResponse,
     if row.tenant_status != "active" {
         return Err(ApiError::Suspended);
     }
+    // Counted once the secret checks out, so guessing at a tenant's client id cannot spend
+    // its allowance.
+    crate::http::extract::enforce_rate(state, TenantId(row.tenant_id)).await?;
     let now = chrono::Utc::now().timestamp().max(0) as u64;
     let (token, exp) =
         state

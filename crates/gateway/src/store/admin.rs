@@ -62,7 +62,7 @@ pub async fn recent_audit(conn: &mut PgConnection, limit: i64) -> sqlx::Result<V
 pub async fn tenants(conn: &mut PgConnection) -> sqlx::Result<Vec<TenantRow>> {
     sqlx::query_as(
         "select tenant_id, name, status, max_concurrent_sessions, session_seconds_budget,
-            idle_timeout_seconds, max_session_seconds, created_at
+            idle_timeout_seconds, max_session_seconds, requests_per_second, burst, created_at
          from tenants order by created_at, tenant_id",
     )
     .fetch_all(conn)

@@ -1,5 +1,6 @@
 //! `signing_keys`: the keys that sign gateway tokens, shared by every replica.
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 /// A stored key.
@@ -11,16 +12,39 @@ pub struct KeyRow {
     pub private_key: Vec<u8>,
     /// The public JWK.
     pub public_jwk: sqlx::types::Json<serde_json::Value>,
-    /// Retired keys verify but no longer sign.
-    pub retired: bool,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it stopped signing; retired keys verify for a while longer, then not at all.
+    pub retired_at: Option<DateTime<Utc>>,
+}
+
+/// A key without its private material, for listings.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyInfo {
+    /// Key id (`kid`).
+    pub kid: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it stopped signing.
+    pub retired_at: Option<DateTime<Utc>>,
 }
 
 /// Every key, newest first.
 #[tracing::instrument(skip_all)]
 pub async fn all(conn: &mut PgConnection) -> sqlx::Result<Vec<KeyRow>> {
     sqlx::query_as(
-        "select kid, private_key, public_jwk, retired_at is not null as retired
+        "select kid, private_key, public_jwk, created_at, retired_at
          from signing_keys order by created_at desc, kid",
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Every key without private material, newest first.
+#[tracing::instrument(skip_all)]
+pub async fn list(conn: &mut PgConnection) -> sqlx::Result<Vec<KeyInfo>> {
+    sqlx::query_as(
+        "select kid, created_at, retired_at from signing_keys order by created_at desc, kid",
     )
     .fetch_all(conn)
     .await
@@ -32,6 +56,16 @@ pub async fn lock_for_creation(conn: &mut PgConnection) -> sqlx::Result<()> {
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Retires every key that still signs; returns their ids.
+#[tracing::instrument(skip_all)]
+pub async fn retire_active(conn: &mut PgConnection) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "update signing_keys set retired_at = now() where retired_at is null returning kid",
+    )
+    .fetch_all(conn)
+    .await
 }
 
 /// Stores a new key.

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod credentials;
 pub mod event_feed;
 pub mod events;
+pub mod idempotency;
 pub mod keys;
 pub mod resources;
 pub mod sessions;

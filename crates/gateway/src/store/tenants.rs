@@ -23,6 +23,10 @@ pub struct TenantRow {
     pub idle_timeout_seconds: i32,
     /// Longest a session may stay open, in seconds.
     pub max_session_seconds: i32,
+    /// Sustained request rate, per second.
+    pub requests_per_second: i32,
+    /// Requests allowed at once after a quiet period.
+    pub burst: i32,
     /// Creation time.
     pub created_at: DateTime<Utc>,
 }
@@ -50,6 +54,10 @@ pub struct TenantSettings {
     pub idle_timeout_seconds: i32,
     /// Maximum session duration, seconds.
     pub max_session_seconds: i32,
+    /// Sustained request rate, per second.
+    pub requests_per_second: i32,
+    /// Burst, requests.
+    pub burst: i32,
 }
 
 /// Changes to a tenant's settings; `None` leaves a field as it is.
@@ -63,6 +71,10 @@ pub struct TenantChanges {
     pub idle_timeout_seconds: Option<i32>,
     /// New maximum duration.
     pub max_session_seconds: Option<i32>,
+    /// New request rate.
+    pub requests_per_second: Option<i32>,
+    /// New burst.
+    pub burst: Option<i32>,
 }
 
 /// Applies `changes`; `None` when there is no such tenant.
@@ -77,10 +89,12 @@ pub async fn update(
             max_concurrent_sessions = coalesce($2, max_concurrent_sessions),
             session_seconds_budget = case when $3 then $4 else session_seconds_budget end,
             idle_timeout_seconds = coalesce($5, idle_timeout_seconds),
-            max_session_seconds = coalesce($6, max_session_seconds)
+            max_session_seconds = coalesce($6, max_session_seconds),
+            requests_per_second = coalesce($7, requests_per_second),
+            burst = coalesce($8, burst)
          where tenant_id = $1
          returning tenant_id, name, status, max_concurrent_sessions, session_seconds_budget,
-            idle_timeout_seconds, max_session_seconds, created_at",
+            idle_timeout_seconds, max_session_seconds, requests_per_second, burst, created_at",
     )
     .bind(tenant_id)
     .bind(changes.max_concurrent_sessions)
@@ -88,6 +102,8 @@ pub async fn update(
     .bind(changes.session_seconds_budget.flatten())
     .bind(changes.idle_timeout_seconds)
     .bind(changes.max_session_seconds)
+    .bind(changes.requests_per_second)
+    .bind(changes.burst)
     .fetch_optional(conn)
     .await
 }
@@ -101,9 +117,9 @@ pub async fn insert(
 ) -> sqlx::Result<TenantRow> {
     sqlx::query_as(
         "insert into tenants (tenant_id, name, max_concurrent_sessions, session_seconds_budget,
-            idle_timeout_seconds, max_session_seconds)
-         values ($1, $2, $3, $4, $5, $6)
-         returning tenant_id, name, status, max_concurrent_sessions, session_seconds_budget, idle_timeout_seconds, max_session_seconds, created_at",
+            idle_timeout_seconds, max_session_seconds, requests_per_second, burst)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)
+         returning tenant_id, name, status, max_concurrent_sessions, session_seconds_budget, idle_timeout_seconds, max_session_seconds, requests_per_second, burst, created_at",
     )
     .bind(tenant_id)
     .bind(&t.name)
@@ -111,6 +127,8 @@ pub async fn insert(
     .bind(t.session_seconds_budget)
     .bind(t.idle_timeout_seconds)
     .bind(t.max_session_seconds)
+    .bind(t.requests_per_second)
+    .bind(t.burst)
     .fetch_one(conn)
     .await
 }
@@ -120,7 +138,7 @@ pub async fn insert(
 pub async fn find(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Option<TenantRow>> {
     sqlx::query_as(
         "select tenant_id, name, status, max_concurrent_sessions, session_seconds_budget,
-            idle_timeout_seconds, max_session_seconds, created_at
+            idle_timeout_seconds, max_session_seconds, requests_per_second, burst, created_at
          from tenants where tenant_id = $1",
     )
     .bind(tenant_id)
@@ -134,7 +152,7 @@ pub async fn find(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Opti
 pub async fn lock(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Option<TenantRow>> {
     sqlx::query_as(
         "select tenant_id, name, status, max_concurrent_sessions, session_seconds_budget,
-            idle_timeout_seconds, max_session_seconds, created_at
+            idle_timeout_seconds, max_session_seconds, requests_per_second, burst, created_at
          from tenants where tenant_id = $1 for update",
     )
     .bind(tenant_id)

@@ -3,6 +3,7 @@
 //! Postgres; [`run_until_stopped`] repeats it until the shutdown token fires.
 
 pub mod archiver;
+pub mod janitor;
 pub mod monitor;
 pub mod reaper;
 pub mod webhooks;
@@ -109,6 +110,13 @@ pub fn spawn_all(
         set.spawn(run_until_stopped("archiver", tick, stop, move || {
             let (state, settings) = (state.clone(), settings.clone());
             async move { archiver::run_once(&state, &settings).await }
+        }));
+    }
+    {
+        let (state, settings, stop) = (state.clone(), settings.clone(), stop.clone());
+        set.spawn(run_until_stopped("janitor", tick, stop, move || {
+            let (state, settings) = (state.clone(), settings.clone());
+            async move { janitor::run_once(&state, &settings).await }
         }));
     }
     set

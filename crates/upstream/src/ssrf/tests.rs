@@ -188,3 +188,97 @@ fn unresolvable_and_no_host_messages_are_tenant_facing() {
     );
     assert_eq!(SsrfError::NoHost.to_string(), "image_url has no host");
 }
+
+#[tokio::test]
+async fn upstream_fetched_urls_refuse_every_spelling_of_forbidden_space() {
+    let g = SsrfGuard::default();
+    for url in [
+        "http://10.0.0.1/a.jpg",
+        "http://172.16.0.1/",
+        "http://192.168.1.1/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://127.0.0.1/",
+        "http://0.0.0.0/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://[fe80::1]/",
+        "http://[fc00::1]/",
+        "http://2130706433/",
+        "http://0177.0.0.1/",
+        "http://0x7f000001/",
+        "http://localhost/",
+        "http://LocalHost:8080/",
+        "http://localhost./",
+        "http://anything.localhost/",
+    ] {
+        assert!(
+            matches!(
+                g.check_upstream_fetched(url).await,
+                Err(SsrfError::Forbidden { .. })
+            ),
+            "{url}"
+        );
+    }
+    for url in [
+        "file:///etc/passwd",
+        "gopher://example.com/",
+        "ftp://example.com/",
+    ] {
+        assert!(
+            matches!(
+                g.check_upstream_fetched(url).await,
+                Err(SsrfError::Scheme(_))
+            ),
+            "{url}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn upstream_fetched_names_that_do_not_resolve_here_pass_but_direct_fetches_refuse_them() {
+    let g = SsrfGuard::default();
+    // Reserved names (RFC 2606/6761) never resolve, here or anywhere.
+    for url in [
+        "https://images.example/face.jpg",
+        "http://nope.invalid/a.png",
+    ] {
+        assert!(g.check_upstream_fetched(url).await.is_ok(), "{url}");
+        assert!(
+            matches!(g.check(url).await, Err(SsrfError::Unresolvable { .. })),
+            "{url}"
+        );
+    }
+    assert!(
+        guard(&["localhost"])
+            .check_upstream_fetched("http://localhost:9000/a.jpg")
+            .await
+            .is_ok(),
+        "an allow-listed name"
+    );
+}
+
+#[tokio::test]
+async fn several_upstream_fetched_urls_are_checked_at_once_and_the_first_refusal_is_named() {
+    let g = SsrfGuard::default();
+    let ok = g
+        .check_all_upstream_fetched(&["https://a.example/1.jpg", "http://93.184.216.34/2.jpg"])
+        .await
+        .unwrap();
+    assert_eq!(ok.len(), 2);
+    let (index, err) = g
+        .check_all_upstream_fetched(&[
+            "https://a.example/1.jpg",
+            "http://localhost/2.jpg",
+            "http://10.0.0.1/3.jpg",
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(index, 1);
+    let msg = err.message_for("sourceImage[1].path");
+    assert!(
+        msg.starts_with("sourceImage[1].path host `localhost` resolves to ")
+            && msg.contains("a loopback address"),
+        "{msg}"
+    );
+    assert!(g.check_all_upstream_fetched(&[]).await.unwrap().is_empty());
+}

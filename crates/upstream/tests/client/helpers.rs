@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::Engine;
 use clap::Parser;
 use faceswap_sim::{SimArgs, SimHandle};
-use faceswap_upstream::{IssuedToken, UpstreamClient, UpstreamConfig};
+use faceswap_upstream::{CallPolicy, IssuedToken, UpstreamClient, UpstreamConfig};
 use faceswap_wire::{CreateRequest, SourceImage};
 use url::Url;
 
@@ -39,14 +39,21 @@ pub async fn spawn_sim_with_timeout(flags: &[&str], timeout: Duration) -> TestSi
     TestSim { handle, client }
 }
 
-/// A client for `base` whose detect URL is the provider's long detect path on the same host.
+/// A client for `base` whose detect URL is the provider's long detect path on the same host,
+/// with the default call policy.
 pub fn client_for(base: &str, timeout: Duration) -> UpstreamClient {
+    client_with_policy(base, timeout, CallPolicy::default())
+}
+
+/// A client for `base` with the given call policy.
+pub fn client_with_policy(base: &str, timeout: Duration, policy: CallPolicy) -> UpstreamClient {
     let base_url = Url::parse(base).unwrap();
     UpstreamClient::new(UpstreamConfig {
         detect_url: base_url.join("/interface/detect-api/detect_faces").unwrap(),
         base_url,
         timeout,
         connect_timeout: Duration::from_secs(2),
+        policy,
     })
     .unwrap()
 }
@@ -108,4 +115,95 @@ pub fn unix_now() -> i64 {
         .as_secs()
         .try_into()
         .unwrap()
+}
+
+/// What the client's observers heard: every attempt, every retry, every breaker change.
+#[derive(Default)]
+pub struct Recorder {
+    pub attempts: std::sync::Mutex<
+        Vec<(
+            faceswap_upstream::Call,
+            Option<faceswap_upstream::UpstreamError>,
+        )>,
+    >,
+    pub retries: std::sync::Mutex<Vec<faceswap_upstream::Call>>,
+    pub breaker: std::sync::Mutex<Vec<faceswap_upstream::BreakerState>>,
+}
+
+impl Recorder {
+    /// Attempts of `call` reported to the call observer, refused ones included.
+    pub fn attempts_of(&self, call: faceswap_upstream::Call) -> usize {
+        self.attempts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(c, _)| *c == call)
+            .count()
+    }
+
+    /// Retries of `call` reported to the policy observer.
+    pub fn retries_of(&self, call: faceswap_upstream::Call) -> usize {
+        self.retries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| **c == call)
+            .count()
+    }
+}
+
+/// `client` with both observers reporting to a fresh recorder.
+pub fn recorded(client: UpstreamClient) -> (UpstreamClient, std::sync::Arc<Recorder>) {
+    use faceswap_upstream::PolicyEvent;
+    let rec = std::sync::Arc::new(Recorder::default());
+    let (a, b) = (rec.clone(), rec.clone());
+    let client = client
+        .with_observer(std::sync::Arc::new(move |call, _, result| {
+            a.attempts
+                .lock()
+                .unwrap()
+                .push((call, result.err().cloned()));
+        }))
+        .with_policy_observer(std::sync::Arc::new(move |event| match event {
+            PolicyEvent::Retry { call, .. } => b.retries.lock().unwrap().push(*call),
+            PolicyEvent::Breaker { state, .. } => b.breaker.lock().unwrap().push(*state),
+        }));
+    (client, rec)
+}
+
+/// The simulator's `/sim/stats`.
+pub async fn sim_stats(base: &str) -> faceswap_sim::StatsReport {
+    reqwest::get(format!("{base}/sim/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Polls `check` until it gives a value, failing the test after `limit`.
+#[track_caller]
+pub fn eventually<T, F, Fut>(
+    limit: Duration,
+    what: &'static str,
+    mut check: F,
+) -> impl Future<Output = T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let caller = std::panic::Location::caller();
+    async move {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{caller}: not within {limit:?}: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }

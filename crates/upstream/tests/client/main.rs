@@ -5,5 +5,6 @@
 mod detect;
 mod faults;
 mod helpers;
+mod policy;
 mod sessions;
 mod token;
