@@ -283,6 +283,34 @@ impl TestApp {
         .await
     }
 
+    /// The gateway's Prometheus page.
+    pub async fn metrics_page(&self) -> String {
+        let resp = self.client.get(self.url("/metrics")).send().await;
+        resp.expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics page reads")
+    }
+
+    /// An admin API call with `admin_token`: status and JSON body.
+    pub async fn admin_call(
+        &self,
+        admin_token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = method.parse().expect("an HTTP method");
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(admin_token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        read(req.send().await.expect("request completes")).await
+    }
+
     /// The simulator's statistics.
     pub async fn sim_stats(&self) -> StatsReport {
         self.client

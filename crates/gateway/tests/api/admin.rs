@@ -14,16 +14,7 @@ async fn spawn(pool: PgPool) -> TestApp {
 }
 
 async fn admin(app: &TestApp, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = app
-        .client
-        .request(method.parse().unwrap(), app.url(path))
-        .bearer_auth(ADMIN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap())
+    app.admin_call(ADMIN, method, path, body).await
 }
 
 async fn get_token(app: &TestApp, client_id: &str, secret: &str) -> (u16, Value) {

@@ -33,15 +33,7 @@ async fn spawn(pool: PgPool, extra: &[&str]) -> TestApp {
 }
 
 async fn admin(app: &TestApp, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = app
-        .client
-        .request(method.parse().unwrap(), app.url(path))
-        .bearer_auth(ADMIN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap())
+    app.admin_call(ADMIN, method, path, body).await
 }
 
 /// `(status, body)` of any request, the body as JSON.

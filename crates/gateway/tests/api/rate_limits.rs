@@ -126,15 +126,7 @@ async fn without_redis_each_process_still_enforces_the_rate(pool: PgPool) {
             .any(|(s, b, r)| *s == 429 && b["code"] == 1005 && r.is_some()),
         "{answers:?}"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_page().await;
     assert!(
         metrics.contains(r#"faceswap_rate_limit_decisions_total{source="local",result="limited"}"#),
         "{metrics}"
@@ -148,17 +140,16 @@ async fn the_admin_api_sets_a_tenants_rate_and_refuses_nonsense(pool: PgPool) {
         .spawn(pool)
         .await;
     let tenant = app.tenant(5, None).await;
-    let patch = |body: Value| {
-        app.client
-            .patch(app.url(&format!("/admin/tenants/{}", tenant.tenant_id)))
-            .bearer_auth(ADMIN)
-            .json(&body)
-            .send()
-    };
-    let resp = patch(json!({"requests_per_second": 0})).await.unwrap();
-    assert_eq!(resp.status(), 400);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["code"], 1003, "{body}");
+    let path = format!("/admin/tenants/{}", tenant.tenant_id);
+    let (status, body) = app
+        .admin_call(
+            ADMIN,
+            "PATCH",
+            &path,
+            Some(json!({"requests_per_second": 0})),
+        )
+        .await;
+    assert_eq!((status, body["code"].as_i64()), (400, Some(1003)), "{body}");
     assert!(
         body["msg"]
             .as_str()
@@ -166,10 +157,14 @@ async fn the_admin_api_sets_a_tenants_rate_and_refuses_nonsense(pool: PgPool) {
             .contains("requests_per_second")
     );
 
-    let resp = patch(json!({"requests_per_second": 1, "burst": 2}))
-        .await
-        .unwrap();
-    let body: Value = resp.json().await.unwrap();
+    let (_, body) = app
+        .admin_call(
+            ADMIN,
+            "PATCH",
+            &path,
+            Some(json!({"requests_per_second": 1, "burst": 2})),
+        )
+        .await;
     assert_eq!(
         (
             body["data"]["requests_per_second"].as_i64(),

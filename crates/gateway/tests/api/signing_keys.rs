@@ -20,14 +20,7 @@ async fn spawn(pool: PgPool, extra: &[&str]) -> TestApp {
 }
 
 async fn admin(app: &TestApp, method: &str, path: &str) -> (u16, Value) {
-    let resp = app
-        .client
-        .request(method.parse().unwrap(), app.url(path))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap())
+    app.admin_call(ADMIN, method, path, None).await
 }
 
 fn kid_of(token: &str) -> String {

@@ -13,15 +13,7 @@ const INFO: &str = "/api/open/v3/faceswap/live/info";
 /// The value of `faceswap_upstream_retries_total{call}` on the gateway's metrics page (the
 /// recorder is process-wide, so other tests may add to it; it never goes down).
 async fn retries_counted(app: &TestApp, call: &str) -> f64 {
-    let page = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.metrics_page().await;
     let series = format!("faceswap_upstream_retries_total{{call=\"{call}\"}} ");
     page.lines()
         .find_map(|l| l.strip_prefix(&series))
