@@ -54,5 +54,9 @@ Create a session:
     -H 'content-type: application/json' \\
     -d '{"sourceImage":[{"path":"https://images.example/face.jpg","opts":"150,170:230,170:190,215:190,255"}]}'
 
+Or open the demo console at $gw/demo with the client id and secret above.
+The Rust client's examples: FACESWAP_GATEWAY_URL=$gw FACESWAP_CLIENT_ID=$client_id \
+  FACESWAP_CLIENT_SECRET=$client_secret cargo run -p faceswap-client --example seed_flow
+
 EOT
 "$bin/faceswap-gateway" serve

@@ -2,6 +2,7 @@
 //! router and the OpenAPI document from the same registrations.
 
 pub mod admin;
+mod demo;
 mod detect;
 mod doc_common;
 pub mod error;
@@ -223,7 +224,9 @@ pub fn router(state: AppState, serve_api: bool) -> axum::Router {
     let (router, doc) = split(if serve_api { routes() } else { probe_routes() });
     let router = if serve_api {
         // Swagger UI's files are compiled into the binary: /docs works offline.
-        router.merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", doc))
+        router
+            .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", doc))
+            .merge(demo::routes())
     } else {
         router
     };

@@ -8,6 +8,7 @@ mod archive;
 mod attacks;
 mod auth;
 mod concurrency;
+mod demo;
 mod detect;
 mod docs;
 mod events;
