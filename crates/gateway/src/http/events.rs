@@ -38,7 +38,9 @@ pub struct EventParams {
 /// Stream the tenant's events (server-sent events).
 ///
 /// Each event is `id: <event id>`, `event: <type>` (`session.status_changed`,
-/// `session.closed`, `session.lost`, `webhook.endpoint_disabled`) and `data: {"type",
+/// `session.closed`, `session.lost`, `webhook.endpoint_disabled`, `resource.archived`,
+/// `resource.archive_at_risk`, `resource.expired`, `resource.failed`, `resource.deleted`) and
+/// `data: {"type",
 /// "timestamp", "data"}` (the webhook body). Reconnect with `Last-Event-ID` to receive every
 /// event after it, in order, without gaps or duplicates; without it the stream starts at the
 /// current end (or at the beginning with `from=start`). Comments keep the connection alive
