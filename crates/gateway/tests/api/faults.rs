@@ -32,6 +32,28 @@ struct Tally {
 }
 
 impl Tally {
+    /// Prints the phase's figures; every request was answered, each with the envelope.
+    fn report_and_check(&self, fault: &str, phase: &str) {
+        println!(
+            "{fault} fault, {phase}: tried {}, ok {}, failed {} {:?}, lost {}",
+            self.tried,
+            self.ok(),
+            self.failed(),
+            self.by_status,
+            self.lost.len()
+        );
+        assert!(
+            self.lost.is_empty(),
+            "{phase}: unanswered requests {:?}",
+            self.lost
+        );
+        assert!(
+            self.bare.is_empty(),
+            "{phase}: answers without the envelope {:?}",
+            self.bare
+        );
+    }
+
     fn ok(&self) -> usize {
         self.by_status
             .iter()
@@ -219,24 +241,7 @@ async fn redis_killed_mid_load_then_restarted_the_gateway_serves_throughout_and_
         .zip(&phases)
     {
         let t = phase.lock().unwrap();
-        println!(
-            "redis fault, {name}: tried {}, ok {}, failed {} {:?}, lost {}",
-            t.tried,
-            t.ok(),
-            t.failed(),
-            t.by_status,
-            t.lost.len()
-        );
-        assert!(
-            t.lost.is_empty(),
-            "{name}: unanswered requests {:?}",
-            t.lost
-        );
-        assert!(
-            t.bare.is_empty(),
-            "{name}: answers without the envelope {:?}",
-            t.bare
-        );
+        t.report_and_check("redis", name);
         assert!(t.ok() > 0, "{name}: nothing was served");
     }
     println!(
@@ -341,24 +346,7 @@ async fn postgres_restarted_mid_load_calls_fail_fast_with_5003_then_recover(_sha
     let all: Vec<_> = phases.iter().chain([&settled]).collect();
     for (name, phase) in names.iter().zip(all) {
         let t = phase.lock().unwrap();
-        println!(
-            "postgres fault, {name}: tried {}, ok {}, failed {} {:?}, lost {}",
-            t.tried,
-            t.ok(),
-            t.failed(),
-            t.by_status,
-            t.lost.len()
-        );
-        assert!(
-            t.lost.is_empty(),
-            "{name}: unanswered requests {:?}",
-            t.lost
-        );
-        assert!(
-            t.bare.is_empty(),
-            "{name}: answers without the envelope {:?}",
-            t.bare
-        );
+        t.report_and_check("postgres", name);
     }
     let slowest = *slowest_refusal.lock().unwrap();
     println!(
