@@ -379,31 +379,38 @@ async fn three_api_and_two_worker_processes_under_load_with_kills(pool: PgPool) 
     // Quotas: every sample was within limits (asserted while sampling), and the load reached them.
     assert!(samples > 50, "the sampler ran all along ({samples})");
     assert!(created_ok > 50, "the run created sessions ({created_ok})");
-    // Every upstream session is one the gateway recorded, and none is left open upstream.
+    // Every upstream session the gateway recorded is closed upstream. The only sessions it may
+    // not know of are creates cut by the kill between reaching the upstream and recording the
+    // answer: each left a row `lost` without an upstream id (the upstream has no list call, so
+    // nothing can find them afterwards).
+    let (known_open, unknown_open): (Vec<&String>, Vec<&String>) = stats
+        .open_sessions
+        .iter()
+        .partition(|id| known.contains(id.as_str()));
+    println!(
+        "  left open upstream, unknown to the gateway: {} (bound: {lost_without_id} creates cut by the kill)",
+        unknown_open.len()
+    );
+    assert!(known_open.is_empty(), "left open upstream: {known_open:?}");
     assert!(
-        stats.open_sessions.is_empty(),
-        "left open upstream: {:?} (known to the gateway: {})",
-        stats.open_sessions,
-        stats
-            .open_sessions
-            .iter()
-            .filter(|id| known.contains(id.as_str()))
-            .count()
+        unknown_open.len() <= lost_without_id,
+        "{} unknown sessions open upstream, only {lost_without_id} creates were cut",
+        unknown_open.len()
     );
     assert_eq!(
         stats.sessions_created as usize,
-        known.len(),
-        "every upstream session has its gateway row"
+        known.len() + unknown_open.len(),
+        "every upstream session has its gateway row, except creates cut by the kill"
     );
     assert!(created_ok as usize <= known.len());
     // Closed upstream exactly once: each session left the upstream's open set (above) and every
     // close beyond one per session is a retry of a close cut by a kill, refused upstream.
-    let extra_closes = stats.calls.close as i64 - stats.sessions_created as i64;
+    let known_sessions = known.len() as i64;
+    let extra_closes = stats.calls.close as i64 - known_sessions;
     assert!(
         (0..=closing_at_kill).contains(&extra_closes),
-        "close calls {} for {} sessions ({closing_at_kill} closing at the kill)",
+        "close calls {} for {known_sessions} known sessions ({closing_at_kill} closing at the kill)",
         stats.calls.close,
-        stats.sessions_created
     );
     // One charge per closed session, none twice.
     let (ledger_rows, charged_sessions): (i64, i64) =
