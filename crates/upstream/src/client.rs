@@ -114,7 +114,7 @@ impl UpstreamClient {
             .map_err(|e| UpstreamError::Config(format!("upstream call policy: {e}")))?;
         let endpoints =
             Endpoints::new(&cfg.base_url, &cfg.detect_url).map_err(UpstreamError::Config)?;
-        let http = reqwest::Client::builder()
+        let http = crate::tls::shared_tls(reqwest::Client::builder())
             .timeout(cfg.timeout)
             .connect_timeout(cfg.connect_timeout)
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)

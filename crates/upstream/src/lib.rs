@@ -16,6 +16,7 @@ mod error;
 mod policy;
 mod retry;
 pub mod ssrf;
+pub mod tls;
 mod token;
 
 pub use breaker::{BreakerSettings, BreakerState};

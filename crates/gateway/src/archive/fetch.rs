@@ -32,7 +32,7 @@ impl Fetcher {
         connect_timeout: Duration,
         read_timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+        let client = faceswap_upstream::tls::shared_tls(reqwest::Client::builder())
             .connect_timeout(connect_timeout)
             .read_timeout(read_timeout)
             .redirect(reqwest::redirect::Policy::none())

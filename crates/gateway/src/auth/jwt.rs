@@ -23,12 +23,15 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::auth::digest_cache::DigestCache;
 use crate::store;
 use crate::store::keys::KeyRow;
 
 const ALGORITHM: &str = "ES256";
 /// Clock skew tolerated between the gateway's replicas and token verifiers.
 pub const LEEWAY_SECONDS: u64 = 5;
+/// Longest a verified token is trusted without checking its signature again.
+const VERIFIED_TRUST: Duration = Duration::from_secs(60);
 /// An unknown `kid` reloads the key set from Postgres at most this often, so a flood of
 /// made-up kids cannot turn into a flood of queries.
 const UNKNOWN_KID_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -127,6 +130,8 @@ struct Shared {
     refresh: Duration,
     /// When an unknown `kid` last made us reload.
     forced_reload_at: Mutex<Option<Instant>>,
+    /// Tokens already verified, so a busy client pays for one ECDSA check per minute.
+    verified: DigestCache<(Claims, String)>,
 }
 
 /// A key pair in the forms we need.
@@ -338,6 +343,7 @@ impl TokenKeys {
                 ttl,
                 refresh,
                 forced_reload_at: Mutex::new(None),
+                verified: DigestCache::default(),
             }),
         }
     }
@@ -394,18 +400,45 @@ impl TokenKeys {
     /// Checks a token: ES256 only, a `kid` that still verifies, signature, `iss`, `aud`, `exp`
     /// and `nbf`.
     pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let now = Instant::now();
+        if let Some((claims, kid)) = self.shared.verified.get(token, now)
+            && self.key_usable(&kid)
+        {
+            return Ok(claims);
+        }
+        let (claims, kid) = self.verify_uncached(token).await?;
+        // Trusted until it expires (with the leeway) and at most a minute, and on every use only
+        // while its key still verifies here, so dropping a key stops its tokens at once.
+        let left = (claims.exp + LEEWAY_SECONDS).saturating_sub(unix_now().max(0) as u64);
+        let trust = Duration::from_secs(left).min(VERIFIED_TRUST);
+        self.shared
+            .verified
+            .put(token, (claims.clone(), kid), now + trust, now);
+        Ok(claims)
+    }
+
+    fn key_usable(&self, kid: &str) -> bool {
+        self.read()
+            .get(kid)
+            .is_some_and(|k| k.usable_at(unix_now()))
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<(Claims, String), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         if header.alg != Algorithm::ES256 {
             return Err(TokenError::Invalid);
         }
         let kid = header.kid.ok_or(TokenError::Invalid)?;
-        if let Some(result) = self.verify_with(&kid, token) {
-            return result;
-        }
-        // Another replica may have rotated in a key we have not seen yet.
-        self.reload_for_unknown_kid().await;
-        self.verify_with(&kid, token)
-            .unwrap_or(Err(TokenError::Invalid))
+        let claims = match self.verify_with(&kid, token) {
+            Some(result) => result?,
+            None => {
+                // Another replica may have rotated in a key we have not seen yet.
+                self.reload_for_unknown_kid().await;
+                self.verify_with(&kid, token)
+                    .unwrap_or(Err(TokenError::Invalid))?
+            }
+        };
+        Ok((claims, kid))
     }
 
     fn verify_with(&self, kid: &str, token: &str) -> Option<Result<Claims, TokenError>> {

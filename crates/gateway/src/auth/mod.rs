@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod api_keys;
+pub mod digest_cache;
 pub mod jwt;
 pub mod passwords;
 pub mod revocation;

@@ -212,7 +212,12 @@ async fn authenticate_api_key(
         tenant_id: row.tenant_id,
         credential_id: row.credential_id,
     };
-    state.api_keys.put(presented, owner, now);
+    state.api_keys.put(
+        presented,
+        owner,
+        now + crate::auth::api_keys::CACHE_TTL,
+        now,
+    );
     Ok(Tenant {
         id: TenantId(row.tenant_id),
         credential_id: row.credential_id,

@@ -147,13 +147,15 @@ pub async fn find(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Opti
 }
 
 /// A tenant by id, row-locked until the transaction ends: quota checks of one tenant run one at
-/// a time, so concurrent creates cannot both take the last slot.
+/// a time, so concurrent creates cannot both take the last slot. `no key update`, not `update`:
+/// rows that reference the tenant (events, sessions, resources) take a key-share lock on it for
+/// their foreign key, and must not queue behind a create's quota check.
 #[tracing::instrument(skip_all)]
 pub async fn lock(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Option<TenantRow>> {
     sqlx::query_as(
         "select tenant_id, name, status, max_concurrent_sessions, session_seconds_budget,
             idle_timeout_seconds, max_session_seconds, requests_per_second, burst, created_at
-         from tenants where tenant_id = $1 for update",
+         from tenants where tenant_id = $1 for no key update",
     )
     .bind(tenant_id)
     .fetch_optional(conn)

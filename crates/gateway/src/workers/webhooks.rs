@@ -174,7 +174,7 @@ fn client_for(ssrf: &Arc<SsrfGuard>) -> anyhow::Result<reqwest::Client> {
     {
         return Ok(client.clone());
     }
-    let client = reqwest::Client::builder()
+    let client = faceswap_upstream::tls::shared_tls(reqwest::Client::builder())
         .timeout(ATTEMPT_TIMEOUT)
         .connect_timeout(ATTEMPT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())

@@ -99,6 +99,72 @@ async fn an_idle_session_is_closed_as_idle_and_a_heartbeated_one_is_not(pool: Pg
     );
 }
 
+/// The row version (`xmin`) and stored activity of a session: a new `xmin` means a write.
+async fn row_version(app: &TestApp, id: &str) -> (String, chrono::DateTime<chrono::Utc>) {
+    sqlx::query_as("select xmin::text, last_activity_at from sessions where session_id = $1")
+        .bind(uuid_of(id))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn calls_on_a_busy_session_record_its_activity_at_most_once_a_second(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (_, token) = tenant_with(&app, |t| t.idle_timeout_seconds = 60).await;
+    let id = open_session(&app, &token).await;
+    sqlx::query("update sessions set last_activity_at = now() - interval '5 seconds'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let url = format!("/v1/sessions/{id}/heartbeat");
+    let beat = || async {
+        let (status, body) = app.post(&url, &json!({}), Some(&token)).await;
+        assert_eq!(status, 200, "{body}");
+    };
+    let before = row_version(&app, &id).await;
+    beat().await;
+    let first = row_version(&app, &id).await;
+    assert_ne!(first.0, before.0, "stale activity is written");
+    assert!(first.1 > before.1 + chrono::Duration::seconds(4));
+    for _ in 0..5 {
+        beat().await;
+    }
+    assert_eq!(
+        row_version(&app, &id).await,
+        first,
+        "calls within a second of the stored activity write nothing"
+    );
+}
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn the_reaper_allows_for_the_resolution_of_recorded_activity(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let (_, token) = tenant_with(&app, |t| t.idle_timeout_seconds = 60).await;
+    let within = open_session(&app, &token).await;
+    let past = open_session(&app, &token).await;
+    // The last call may have come up to a second after the stored activity: 60.5 s ago is not
+    // surely idle for 60 s, 61.5 s ago is.
+    for (id, ago) in [(&within, 60.5), (&past, 61.5)] {
+        sqlx::query(
+            "update sessions set last_activity_at = now() - make_interval(secs => $2) \
+             where session_id = $1",
+        )
+        .bind(uuid_of(id))
+        .bind(ago)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    reap(&app).await;
+    assert_eq!(session(&app, &token, &within).await["state"], "open");
+    let closed = session(&app, &token, &past).await;
+    assert_eq!(
+        (closed["state"].as_str(), closed["close_reason"].as_str()),
+        (Some("closed"), Some("idle"))
+    );
+}
+
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
 async fn a_session_open_past_the_maximum_duration_is_closed(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
