@@ -1,0 +1,311 @@
+//! The run's results, and `docs/benchmarks.md` written from them.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::scenarios::big_body::{BigBody, IN_FLIGHT};
+use crate::scenarios::cycles::Cycles;
+use crate::scenarios::footprint::Footprint;
+use crate::scenarios::forwarding::{CONNECTIONS, Forwarding};
+use crate::scenarios::reaper::Reaped;
+use crate::scenarios::token_storm::Storm;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Results {
+    pub date: String,
+    pub cores: usize,
+    pub cpu: String,
+    pub revision: String,
+    pub step_seconds: u64,
+    pub detect_small: Option<Forwarding>,
+    pub detect_big: Option<BigBody>,
+    pub info: Option<Forwarding>,
+    pub cycles: Option<Cycles>,
+    pub storm: Option<Storm>,
+    pub reaper: Option<Reaped>,
+    pub footprint: Option<Footprint>,
+    /// Scenarios that could not be measured, with the reason.
+    pub failed: Vec<String>,
+}
+
+/// One line of the summary: a figure, what it is judged against, and the verdict.
+struct Verdict {
+    scenario: &'static str,
+    figure: String,
+    baseline: String,
+    target: &'static str,
+    met: bool,
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / MIB)
+}
+
+fn verdicts(r: &Results) -> Vec<Verdict> {
+    let mut v = Vec::new();
+    if let Some(f) = &r.detect_small
+        && let (Some(gw), Some(ng)) = (f.peak("gateway"), f.peak("nginx"))
+    {
+        let ratio = gw.rps / ng.rps;
+        v.push(Verdict {
+            scenario: "1 detect (image_url): peak",
+            figure: format!("gateway {:.0} req/s", gw.rps),
+            baseline: format!("nginx {:.0} req/s → **{ratio:.2}×**", ng.rps),
+            target: "≥ 1.0× nginx",
+            met: ratio >= 1.0,
+        });
+        if let (Some(g50), Some(d50)) = (f.at("gateway", 0.5), f.at("direct", 0.5)) {
+            let added = g50.p99_ms - d50.p99_ms;
+            v.push(Verdict {
+                scenario: "1 detect (image_url): p99 at 50% load",
+                figure: format!("gateway {:.2} ms", g50.p99_ms),
+                baseline: format!("direct {:.2} ms → **+{added:.2} ms**", d50.p99_ms),
+                target: "≤ +1 ms over direct",
+                met: added <= 1.0,
+            });
+        }
+    }
+    if let Some(b) = &r.detect_big {
+        let ratio = b.growth_ratio();
+        v.push(Verdict {
+            scenario: "2 detect (10 MB img): RSS growth per request in flight",
+            figure: mib(b.growth_per_request as u64),
+            baseline: format!("body {} → **{ratio:.2}×**", mib(b.body_bytes as u64)),
+            target: "≤ 3× the body",
+            met: ratio <= 3.0,
+        });
+    }
+    if let Some(f) = &r.info
+        && let (Some(gw), Some(ng)) = (f.peak("gateway"), f.peak("nginx"))
+    {
+        let ratio = gw.rps / ng.rps;
+        v.push(Verdict {
+            scenario: "3 info: peak",
+            figure: format!("gateway {:.0} req/s", gw.rps),
+            baseline: format!("nginx {:.0} req/s → **{ratio:.2}×**", ng.rps),
+            target: "≥ 1.0× nginx",
+            met: ratio >= 1.0,
+        });
+    }
+    if let Some(c) = &r.cycles {
+        let ratio = c.ratio();
+        v.push(Verdict {
+            scenario: "4 create → close",
+            figure: format!(
+                "{:.0} cycles/s ({} clients)",
+                c.cycles_per_second, c.clients
+            ),
+            baseline: format!(
+                "pgbench simple-update {:.0} tps → **{ratio:.2}×**",
+                c.pgbench_tps
+            ),
+            target: "≥ 0.5× pgbench",
+            met: ratio >= 0.5 && c.failures == 0,
+        });
+    }
+    if let Some(s) = &r.storm {
+        v.push(Verdict {
+            scenario: "5 token expiry storm: upstream getToken calls",
+            figure: format!("{}", s.expiry_get_token_calls),
+            baseline: format!("{} requests at once", s.requests),
+            target: "exactly 1",
+            met: s.expiry_get_token_calls == 1 && s.failures == 0,
+        });
+        let bound = s.get_token_ms + 5.0;
+        v.push(Verdict {
+            scenario: "5 token expiry storm: p99",
+            figure: format!(
+                "{:.1} ms (fresh-token storm {:.1} ms → **+{:.1} ms**)",
+                s.expiry_p99_ms,
+                s.fresh_p99_ms,
+                s.added_p99_ms()
+            ),
+            baseline: format!("getToken {:.2} ms + 5 ms = {bound:.2} ms", s.get_token_ms),
+            target: "≤ getToken + 5 ms",
+            met: s.expiry_p99_ms <= bound,
+        });
+    }
+    if let Some(rp) = &r.reaper {
+        v.push(Verdict {
+            scenario: "6 reaper",
+            figure: format!("{:.1} s", rp.seconds_to_close_all),
+            baseline: format!(
+                "{} idle sessions, close latency {} ms",
+                rp.sessions, rp.close_latency_ms
+            ),
+            target: "≤ 30 s",
+            met: rp.seconds_to_close_all <= 30.0,
+        });
+    }
+    if let Some(f) = &r.footprint {
+        v.push(Verdict {
+            scenario: "7 idle footprint: RSS",
+            figure: mib(f.rss_with_connections),
+            baseline: format!(
+                "{} keep-alive connections; idle {}",
+                f.connections,
+                mib(f.rss_idle)
+            ),
+            target: "≤ 64 MiB",
+            met: (f.rss_with_connections as f64) <= 64.0 * MIB,
+        });
+        v.push(Verdict {
+            scenario: "7 idle footprint: start to ready",
+            figure: format!("{:.0} ms", f.ready_ms),
+            baseline: "migrations applied".into(),
+            target: "≤ 300 ms",
+            met: f.ready_ms <= 300.0,
+        });
+    }
+    v
+}
+
+/// The Markdown report.
+pub fn markdown(r: &Results) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Written by `bench/run.sh` on {} at revision `{}`: {} cores ({}), every process on the \
+         same machine over loopback, keep-alive connections, {} s per measured step. Absolute \
+         numbers drift on shared machines; each figure stands next to a baseline measured in the \
+         same run.\n",
+        r.date, r.revision, r.cores, r.cpu, r.step_seconds
+    );
+    let _ = writeln!(md, "## Summary\n");
+    let _ = writeln!(
+        md,
+        "| Scenario | Gateway | Baseline (same run) | Target | Met |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|");
+    for v in verdicts(r) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            v.scenario,
+            v.figure,
+            v.baseline,
+            v.target,
+            if v.met { "yes" } else { "**no**" }
+        );
+    }
+    for f in &r.failed {
+        let _ = writeln!(md, "| {f} | not measured | | | **no** |");
+    }
+    if let Some(f) = &r.detect_small {
+        let _ = writeln!(
+            md,
+            "\n## 1. Detect with `image_url`\n\n`POST /detect` with a small JSON body naming a \
+             384×384 photo on a static nginx server; the simulator fetches and decodes it and runs \
+             real detection. The gateway checks the JWT, the tenant's rate limit (Redis), the \
+             URL (SSRF) and records metrics. {CONNECTIONS} connections.\n\n\
+             ![p50 and p99 latency against offered load](benchmarks.png)\n"
+        );
+        forwarding_table(&mut md, f);
+    }
+    if let Some(b) = &r.detect_big {
+        let _ = writeln!(
+            md,
+            "\n## 2. Detect with a 10 MB base64 `img`\n\nBody {}, {IN_FLIGHT} requests in \
+             flight. Gateway RSS before {}, peak {} → {} per request in flight.\n",
+            mib(b.body_bytes as u64),
+            mib(b.gateway_rss_before),
+            mib(b.gateway_rss_peak),
+            mib(b.growth_per_request as u64)
+        );
+        run_table(&mut md, b.runs.iter());
+    }
+    if let Some(f) = &r.info {
+        let _ = writeln!(
+            md,
+            "\n## 3. `info` on an open session\n\nThe gateway reads the session (Postgres), \
+             asks the upstream and records its status; nginx and direct call the simulator's \
+             `info` with the upstream id. {CONNECTIONS} connections.\n"
+        );
+        forwarding_table(&mut md, f);
+    }
+    if let Some(c) = &r.cycles {
+        let _ = writeln!(
+            md,
+            "\n## 4. Create → close cycles\n\n{} clients each creating a session and closing \
+             it: {:.0} cycles/s, cycle p50 {:.1} ms, p99 {:.1} ms, {} failed. `pgbench -b \
+             simple-update -c {} -j 2` on the same Postgres: {:.0} tps.",
+            c.clients,
+            c.cycles_per_second,
+            c.cycle_p50_ms,
+            c.cycle_p99_ms,
+            c.failures,
+            c.clients,
+            c.pgbench_tps
+        );
+    }
+    if let Some(s) = &r.storm {
+        let _ = writeln!(
+            md,
+            "\n## 5. Token expiry storm\n\n{} `info` calls sent at once on open connections to a \
+             gateway whose upstream token ({}-second life, no traffic in its refresh margin) died \
+             {:.1} ms earlier: {} upstream getToken, p50 {:.1} ms, p99 {:.1} ms. The same storm \
+             with a fresh token: {} getToken, p50 {:.1} ms, p99 {:.1} ms. The simulator's \
+             getToken called directly: {:.2} ms (median). Failed requests: {}.",
+            s.requests,
+            crate::scenarios::token_storm::TOKEN_TTL_SECONDS,
+            s.sent_after_expiry_ms,
+            s.expiry_get_token_calls,
+            s.expiry_p50_ms,
+            s.expiry_p99_ms,
+            s.fresh_get_token_calls,
+            s.fresh_p50_ms,
+            s.fresh_p99_ms,
+            s.get_token_ms,
+            s.failures
+        );
+    }
+    if let Some(rp) = &r.reaper {
+        let _ = writeln!(
+            md,
+            "\n## 6. Reaper\n\n{} sessions created through the API in {:.1} s; then every \
+             simulator call takes {} ms and the tenant's idle timeout drops to 1 s, so all are \
+             due at once. All closed upstream and settled {:.1} s later (default worker \
+             settings, one `--role all` process).",
+            rp.sessions, rp.create_seconds, rp.close_latency_ms, rp.seconds_to_close_all
+        );
+    }
+    if let Some(f) = &r.footprint {
+        let _ = writeln!(
+            md,
+            "\n## 7. Idle footprint\n\nA new `faceswap-gateway serve` (migrations already \
+             applied) answered `/readyz` {:.0} ms after it was started. RSS idle {}; with {} \
+             keep-alive connections that have each made a request {}.",
+            f.ready_ms,
+            mib(f.rss_idle),
+            f.connections,
+            mib(f.rss_with_connections)
+        );
+    }
+    md
+}
+
+fn forwarding_table(md: &mut String, f: &Forwarding) {
+    run_table(md, f.peaks.iter().chain(f.sweep.iter()));
+}
+
+fn run_table<'a>(md: &mut String, runs: impl Iterator<Item = &'a crate::oha::Measured>) {
+    let _ = writeln!(
+        md,
+        "| Target | Offered | Achieved req/s | p50 ms | p90 ms | p99 ms |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    for m in runs {
+        let offered = m
+            .offered_rps
+            .map_or_else(|| "peak".to_owned(), |r| format!("{r:.0} req/s"));
+        let _ = writeln!(
+            md,
+            "| {} | {offered} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            m.target, m.rps, m.p50_ms, m.p90_ms, m.p99_ms
+        );
+    }
+}
