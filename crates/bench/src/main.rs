@@ -231,18 +231,7 @@ async fn scenario<T: Serialize>(
 
 /// A session opened through the gateway: its gateway id and its upstream id.
 async fn open_session(ctx: &Ctx, url: &str, jwt: &str) -> anyhow::Result<(String, String)> {
-    let client = reqwest::Client::new();
-    let created = cycles::post(
-        &client,
-        &format!("{url}/api/open/v3/faceswap/live/create"),
-        jwt,
-        &cycles::create_body(),
-    )
-    .await?;
-    let id = created["data"]["_id"]
-        .as_str()
-        .context("create without _id")?
-        .to_owned();
+    let id = cycles::create_session(&reqwest::Client::new(), url, jwt).await?;
     let pool = sqlx::PgPool::connect(&ctx.env.database_url).await?;
     let upstream: String = sqlx::query_scalar(
         "select upstream_id from sessions where state = 'open' and upstream_id is not null \

@@ -159,9 +159,14 @@ pub async fn sim_get_token_calls() -> anyhow::Result<u64> {
 
 /// A token straight from the simulator, for the direct and nginx runs.
 pub async fn sim_token(base: &str) -> anyhow::Result<String> {
+    get_token(base, "sim-client", "sim-secret").await
+}
+
+/// `getToken` with client credentials, on the simulator or the gateway (same contract).
+async fn get_token(base: &str, client_id: &str, client_secret: &str) -> anyhow::Result<String> {
     let answer: Value = reqwest::Client::new()
         .post(format!("{base}/api/open/v3/getToken"))
-        .json(&json!({"clientId": "sim-client", "clientSecret": "sim-secret"}))
+        .json(&json!({"clientId": client_id, "clientSecret": client_secret}))
         .send()
         .await?
         .json()
@@ -372,17 +377,7 @@ pub fn create_tenant(
 
 /// The gateway's JWT for a tenant.
 pub async fn gateway_token(url: &str, tenant: &Tenant) -> anyhow::Result<String> {
-    let answer: Value = reqwest::Client::new()
-        .post(format!("{url}/api/open/v3/getToken"))
-        .json(&json!({"clientId": tenant.client_id, "clientSecret": tenant.client_secret}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    answer["token"]
-        .as_str()
-        .map(str::to_owned)
-        .with_context(|| format!("no token in {answer}"))
+    get_token(url, &tenant.client_id, &tenant.client_secret).await
 }
 
 /// Runs one SQL statement with `psql`.

@@ -87,17 +87,7 @@ async fn drive(url: &str, token: &str, length: Duration) -> anyhow::Result<(u64,
 }
 
 async fn cycle(client: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<()> {
-    let create = create_body();
-    let created: Value = post(
-        client,
-        &format!("{url}/api/open/v3/faceswap/live/create"),
-        token,
-        &create,
-    )
-    .await?;
-    let id = created["data"]["_id"]
-        .as_str()
-        .with_context(|| format!("no _id in {created}"))?;
+    let id = create_session(client, url, token).await?;
     post(
         client,
         &format!("{url}/api/open/v3/faceswap/live/close"),
@@ -106,6 +96,25 @@ async fn cycle(client: &reqwest::Client, url: &str, token: &str) -> anyhow::Resu
     )
     .await?;
     Ok(())
+}
+
+/// Opens a session through the gateway at `url`; its id.
+pub async fn create_session(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> anyhow::Result<String> {
+    let created = post(
+        client,
+        &format!("{url}/api/open/v3/faceswap/live/create"),
+        token,
+        &create_body(),
+    )
+    .await?;
+    created["data"]["_id"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("no _id in {created}"))
 }
 
 /// A create naming the face photo on the static server (a literal address: no DNS lookup).

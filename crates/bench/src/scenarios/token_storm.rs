@@ -63,17 +63,7 @@ async fn storm(ctx: &Ctx, tenant: &Tenant) -> anyhow::Result<Storm> {
         .pool_max_idle_per_host(REQUESTS)
         .timeout(Duration::from_secs(30))
         .build()?;
-    let created = cycles::post(
-        &client,
-        &format!("{url}/api/open/v3/faceswap/live/create"),
-        &token,
-        &cycles::create_body(),
-    )
-    .await?;
-    let id = created["data"]["_id"]
-        .as_str()
-        .context("create without _id")?
-        .to_owned();
+    let id = cycles::create_session(&client, &url, &token).await?;
     let shared = shared_token(ctx, &gateway).await?;
     // Open every connection before the storms, so they measure requests, not handshakes.
     let warm = futures_util::future::join_all(
