@@ -9,10 +9,10 @@ use uuid::Uuid;
 use crate::domain::quota::QuotaUsage;
 use crate::domain::session::CloseReason;
 
-/// The columns of [`SessionRow`], as a literal so queries stay `&'static str`.
 /// How finely tenant activity on a session is recorded, in seconds (see [`touch`]).
 pub const ACTIVITY_RESOLUTION_SECONDS: f64 = 1.0;
 
+/// The columns of [`SessionRow`], as a literal so queries stay `&'static str`.
 macro_rules! columns {
     () => {
         "session_id, tenant_id, upstream_id, state, faceswap_status, channel_id, \
