@@ -146,10 +146,7 @@ impl UpstreamTokens {
         let lock_key = self.cache.key("upstream:token:lock");
         let deadline = tokio::time::Instant::now() + LOCK_TTL * 2;
         loop {
-            let stored: Option<String> = self.cache.query(redis::cmd("GET").arg(&key)).await?;
-            if let Some(t) = stored.and_then(|s| serde_json::from_str::<CachedToken>(&s).ok())
-                && t.is_fresh(now_ms())
-            {
+            if let Some(t) = self.fresh_shared(&key).await? {
                 return Ok(t);
             }
             let nonce = uuid::Uuid::new_v4().to_string();
@@ -165,8 +162,13 @@ impl UpstreamTokens {
                 )
                 .await?;
             if acquired.is_some() {
-                let fetched = self.fetch().await;
-                if let Ok(t) = &fetched {
+                // Another replica may have stored a token and released the lock between our
+                // read above and taking the lock: look again before paying for a fetch.
+                let (fetched, new) = match self.fresh_shared(&key).await {
+                    Ok(Some(t)) => (Ok(t), false),
+                    _ => (self.fetch().await, true),
+                };
+                if new && let Ok(t) = &fetched {
                     let ttl_ms = (t.expires_at_ms - now_ms()).max(1);
                     let stored: Result<(), _> = self
                         .cache
@@ -201,6 +203,14 @@ impl UpstreamTokens {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// The token stored under `key`, if it is not due for refresh.
+    async fn fresh_shared(&self, key: &str) -> Result<Option<CachedToken>, SharedError> {
+        let stored: Option<String> = self.cache.query(redis::cmd("GET").arg(key)).await?;
+        Ok(stored
+            .and_then(|s| serde_json::from_str::<CachedToken>(&s).ok())
+            .filter(|t| t.is_fresh(now_ms())))
     }
 
     async fn fetch(&self) -> Result<CachedToken, UpstreamError> {
