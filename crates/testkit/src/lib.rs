@@ -84,6 +84,14 @@ impl Builder {
         self
     }
 
+    /// Lets the gateway fetch from (and hand the upstream URLs on) loopback, where the tests'
+    /// image servers, webhook receivers and the simulator's files live. Adds to [`Self::args`].
+    pub fn allow_loopback(mut self) -> Self {
+        self.extra_args
+            .extend(["--ssrf-allow".to_owned(), "127.0.0.1/32".to_owned()]);
+        self
+    }
+
     /// Starts the gateway on `pool` (a fresh, migrated database).
     pub async fn spawn(mut self, pool: PgPool) -> TestApp {
         let sim = match &self.sim {

@@ -34,10 +34,7 @@ async fn detection_from_bytes_or_a_file_finds_the_face_and_its_landmarks(pool: P
 
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
 async fn detection_from_a_url_has_the_gateway_fetch_the_image(pool: PgPool) {
-    let app = TestApp::builder()
-        .args(&["--ssrf-allow", "127.0.0.1/32"])
-        .spawn(pool)
-        .await;
+    let app = TestApp::builder().allow_loopback().spawn(pool).await;
     let tenant = app.tenant(5, None).await;
     let host = spawn_image_host().await;
     let answer = client(&app, &tenant)

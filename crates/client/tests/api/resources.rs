@@ -18,10 +18,7 @@ fn hex(bytes: &[u8]) -> String {
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
 async fn archived_resources_are_listed_and_downloaded_with_their_digest(pool: PgPool) {
     // The simulator serves its generated files on loopback.
-    let app = TestApp::builder()
-        .args(&["--ssrf-allow", "127.0.0.1/32"])
-        .spawn(pool)
-        .await;
+    let app = TestApp::builder().allow_loopback().spawn(pool).await;
     let tenant = app.tenant(5, None).await;
     let client = client(&app, &tenant);
     let session = client.create(&create_request(OPTS)).await.unwrap();

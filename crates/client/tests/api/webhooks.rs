@@ -16,10 +16,7 @@ use crate::helpers::{OPTS, client, create_request};
 
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
 async fn webhook_endpoints_are_registered_listed_and_deleted(pool: PgPool) {
-    let app = TestApp::builder()
-        .args(&["--ssrf-allow", "127.0.0.1/32"])
-        .spawn(pool)
-        .await;
+    let app = TestApp::builder().allow_loopback().spawn(pool).await;
     let tenant = app.tenant(5, None).await;
     let client = client(&app, &tenant);
     let created = client
@@ -109,10 +106,7 @@ async fn receive(State(st): State<Arc<Received>>, headers: HeaderMap, body: Byte
 
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
 async fn a_real_delivery_verifies_with_the_registered_secret(pool: PgPool) {
-    let app = TestApp::builder()
-        .args(&["--ssrf-allow", "127.0.0.1/32"])
-        .spawn(pool)
-        .await;
+    let app = TestApp::builder().allow_loopback().spawn(pool).await;
     let tenant = app.tenant(5, None).await;
     let client = client(&app, &tenant);
     let received = Arc::new(Received::default());

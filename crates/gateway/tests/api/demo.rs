@@ -84,7 +84,7 @@ async fn console_flow(pool: PgPool) {
     // one as the session's source image.
     let app = TestApp::builder()
         .sim_flags(&["--queue-delay-ms", "200"])
-        .args(&["--ssrf-allow", "127.0.0.1/32"])
+        .allow_loopback()
         .spawn(pool)
         .await;
     let tenant = app.tenant(5, None).await;

@@ -192,10 +192,7 @@ async fn events_of(pool: &PgPool, tenant: &TestTenant) -> BTreeMap<String, (Stri
 
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
 async fn signed_webhooks_reach_their_tenant_after_failed_attempts(pool: PgPool) {
-    let app = TestApp::builder()
-        .args(&["--ssrf-allow", "127.0.0.1/32"])
-        .spawn(pool)
-        .await;
+    let app = TestApp::builder().allow_loopback().spawn(pool).await;
     let (rx_a, rx_b) = (Receiver::start(2).await, Receiver::start(2).await);
     let (a, b) = (app.tenant(5, None).await, app.tenant(5, None).await);
     let (ta, tb) = (app.token(&a).await, app.token(&b).await);
@@ -270,10 +267,7 @@ async fn signed_webhooks_reach_their_tenant_after_failed_attempts(pool: PgPool) 
 
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
 async fn an_endpoint_that_keeps_failing_is_given_up_and_disabled_with_an_event(pool: PgPool) {
-    let app = TestApp::builder()
-        .args(&["--ssrf-allow", "127.0.0.1/32"])
-        .spawn(pool)
-        .await;
+    let app = TestApp::builder().allow_loopback().spawn(pool).await;
     let (bad, good) = (Receiver::start(usize::MAX).await, Receiver::start(0).await);
     let tenant = app.tenant(5, None).await;
     let token = app.token(&tenant).await;
@@ -535,10 +529,7 @@ async fn delivery_refuses_an_endpoint_that_now_points_at_a_private_address(pool:
 
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
 async fn two_workers_deliver_each_event_once(pool: PgPool) {
-    let app = TestApp::builder()
-        .args(&["--ssrf-allow", "127.0.0.1/32"])
-        .spawn(pool)
-        .await;
+    let app = TestApp::builder().allow_loopback().spawn(pool).await;
     let replica = app.spawn_replica().await;
     let rx = Receiver::start(0).await;
     let tenant = app.tenant(5, None).await;
