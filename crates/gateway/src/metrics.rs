@@ -57,6 +57,9 @@ pub const BUILD_INFO: &str = "faceswap_build_info";
 /// Counter `{source, result}`: rate-limit decisions; `source` is `redis` (shared by every
 /// replica) or `local` (Redis unreachable), `result` is `allowed` or `limited`.
 pub const RATE_LIMIT_DECISIONS: &str = "faceswap_rate_limit_decisions_total";
+/// Counter: rate-limit scripts run in Redis. Each counts a batch of one tenant's requests, so
+/// `redis` decisions divided by this is the batching factor.
+pub const RATE_LIMIT_SCRIPTS: &str = "faceswap_rate_limit_redis_scripts_total";
 
 /// How a metric is exposed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +203,12 @@ pub const ALL: &[MetricDef] = &[
         Kind::Counter,
         &["source", "result"],
         "Per-tenant rate-limit decisions, by where they were made (redis or local)",
+    ),
+    def(
+        RATE_LIMIT_SCRIPTS,
+        Kind::Counter,
+        &[],
+        "Rate-limit scripts run in Redis, each deciding a batch of one tenant's requests",
     ),
 ];
 
@@ -454,6 +463,11 @@ pub fn rate_limit_decision(
     };
     metrics::counter!(RATE_LIMIT_DECISIONS, "source" => source.name(), "result" => result)
         .increment(1);
+}
+
+/// Records one rate-limit script sent to Redis.
+pub fn rate_limit_script() {
+    metrics::counter!(RATE_LIMIT_SCRIPTS).increment(1);
 }
 
 /// Records a settled close with its reason.

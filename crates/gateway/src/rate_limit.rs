@@ -1,19 +1,24 @@
 //! Per-tenant rate limits, shared by every replica through Redis.
 //!
-//! The algorithm is GCRA, run as one Lua script per request on one key per tenant (the
-//! tenant's "theoretical arrival time"), with Redis's own clock so replicas with skewed clocks
-//! agree. While Redis cannot be reached, each process enforces the same rate on its own
+//! The algorithm is GCRA, run as a Lua script on one key per tenant (the tenant's "theoretical
+//! arrival time"), with Redis's own clock so replicas with skewed clocks agree. A replica sends
+//! at most one script per tenant at a time: requests arriving while it runs wait and are
+//! counted together by the next one (the script grants the first `n` it can), so a busy tenant
+//! costs one Redis round trip per batch instead of per request, and the answer per request is
+//! the same as if each had been counted alone, in arrival order. While Redis cannot be reached, each process enforces the same rate on its own
 //! (governor's GCRA): with N replicas a tenant gets at most N times its rate during an outage,
 //! never an unbounded one. After a Redis failure the process stays on its own limiter for
 //! [`REDIS_RETRY`] instead of paying Redis's timeout on every request.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota};
 use sqlx::PgPool;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -26,23 +31,29 @@ pub const REDIS_RETRY: Duration = Duration::from_secs(1);
 /// API or the CLI applies everywhere within this period).
 pub const RATES_REFRESH: Duration = Duration::from_secs(2);
 
-/// GCRA. KEYS[1]: the tenant's arrival-time key. ARGV[1]: emission interval, µs. ARGV[2]:
-/// burst. Returns {1, 0} when allowed, {0, µs until allowed} when not. Times are µs since the
-/// epoch, exact in Lua's doubles until the year 2255.
+/// GCRA for `n` requests at once. KEYS[1]: the tenant's arrival-time key. ARGV[1]: emission
+/// interval, µs. ARGV[2]: burst. ARGV[3]: n. Returns {granted, µs until the first refused one
+/// would be allowed (0 when all were granted)}. Granting `n` in one step equals granting them
+/// one by one: each advances the arrival time by one interval while it stays within the burst.
+/// Times are µs since the epoch, exact in Lua's doubles until the year 2255.
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tolerance = interval * tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local next_tat = tat + interval
-local allow_at = next_tat - tolerance
-if now < allow_at then
-  return {0, allow_at - now}
+local granted = math.floor((now + tolerance - tat) / interval)
+if granted > n then granted = n end
+if granted < 0 then granted = 0 end
+local wait = 0
+if granted < n then wait = tat + (granted + 1) * interval - tolerance - now end
+if granted > 0 then
+  local next_tat = tat + granted * interval
+  redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1)
 end
-redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1)
-return {1, 0}
+return {granted, wait}
 ";
 
 /// Every tenant's rate, as Postgres has it.
@@ -134,8 +145,7 @@ impl Source {
 pub struct RateLimiter {
     /// Every tenant's rate.
     pub rates: TenantRates,
-    cache: Cache,
-    script: redis::Script,
+    shared: Arc<SharedLimiter>,
     local: Mutex<HashMap<Uuid, (Rate, DefaultDirectRateLimiter)>>,
     redis_failed_at: Mutex<Option<Instant>>,
 }
@@ -145,8 +155,12 @@ impl RateLimiter {
     pub fn new(cache: Cache) -> Self {
         Self {
             rates: TenantRates::default(),
-            cache,
-            script: redis::Script::new(GCRA),
+            shared: Arc::new(SharedLimiter {
+                cache,
+                script: redis::Script::new(GCRA),
+                queues: Mutex::default(),
+                scripts: AtomicU64::new(0),
+            }),
             local: Mutex::default(),
             redis_failed_at: Mutex::default(),
         }
@@ -155,7 +169,7 @@ impl RateLimiter {
     /// Counts one request of `tenant` against `rate`.
     pub async fn check(&self, tenant: Uuid, rate: Rate) -> (Decision, Source) {
         if !self.redis_recently_failed() {
-            match self.check_shared(tenant, rate).await {
+            match self.shared.check(tenant, rate).await {
                 Ok(decision) => return (decision, Source::Shared),
                 Err(e) => {
                     tracing::warn!(error = %e, "rate limiting without Redis for now; each replica limits on its own");
@@ -166,25 +180,9 @@ impl RateLimiter {
         (self.check_local(tenant, rate), Source::Local)
     }
 
-    async fn check_shared(
-        &self,
-        tenant: Uuid,
-        rate: Rate,
-    ) -> Result<Decision, crate::cache::CacheError> {
-        let key = self.cache.key(&format!("rate:{tenant}"));
-        let interval = rate.emission_interval().as_micros().max(1).to_string();
-        let burst = rate.burst.to_string();
-        let (allowed, wait_us): (i64, i64) = self
-            .cache
-            .script(&self.script, &[&key], &[&interval, &burst])
-            .await?;
-        Ok(if allowed == 1 {
-            Decision::Allow
-        } else {
-            Decision::Deny {
-                retry_after: Duration::from_micros(wait_us.max(1).unsigned_abs()),
-            }
-        })
+    /// Scripts this process has sent to Redis (each decides a batch of requests).
+    pub fn redis_scripts(&self) -> u64 {
+        self.shared.scripts.load(Ordering::Relaxed)
     }
 
     fn check_local(&self, tenant: Uuid, rate: Rate) -> Decision {
@@ -226,6 +224,119 @@ impl RateLimiter {
     }
 }
 
+/// A decision, or why Redis gave none (as text: every waiter of a batch gets a copy).
+type Answer = Result<Decision, Arc<str>>;
+
+/// One tenant's requests waiting for the next script.
+struct Queue {
+    rate: Rate,
+    waiting: Vec<oneshot::Sender<Answer>>,
+}
+
+/// The Redis side: one script in flight per tenant, batching the requests that wait for it.
+struct SharedLimiter {
+    cache: Cache,
+    script: redis::Script,
+    /// Tenants with a script in flight, and who waits for the next one.
+    queues: Mutex<HashMap<Uuid, Queue>>,
+    /// Scripts sent so far.
+    scripts: AtomicU64,
+}
+
+impl SharedLimiter {
+    async fn check(self: &Arc<Self>, tenant: Uuid, rate: Rate) -> Answer {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut queues = self.lock();
+            match queues.get_mut(&tenant) {
+                Some(queue) => {
+                    queue.rate = rate;
+                    queue.waiting.push(tx);
+                    false
+                }
+                None => {
+                    queues.insert(
+                        tenant,
+                        Queue {
+                            rate,
+                            waiting: vec![tx],
+                        },
+                    );
+                    true
+                }
+            }
+        };
+        if start {
+            // Its own task: a request that goes away must not strand the others.
+            tokio::spawn(Arc::clone(self).drain(tenant));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("the rate limit batch was dropped".into()))
+    }
+
+    /// Runs scripts for `tenant` until nobody waits; the entry is removed with the last batch.
+    async fn drain(self: Arc<Self>, tenant: Uuid) {
+        loop {
+            let (rate, batch) = {
+                let mut queues = self.lock();
+                let Some(queue) = queues.get_mut(&tenant) else {
+                    return;
+                };
+                if queue.waiting.is_empty() {
+                    queues.remove(&tenant);
+                    return;
+                }
+                (queue.rate, std::mem::take(&mut queue.waiting))
+            };
+            match self.run(tenant, rate, batch.len()).await {
+                Ok((granted, retry_after)) => {
+                    for (i, waiter) in batch.into_iter().enumerate() {
+                        let decision = if i < granted {
+                            Decision::Allow
+                        } else {
+                            Decision::Deny { retry_after }
+                        };
+                        // A waiter that went away leaves its grant unused.
+                        let _ = waiter.send(Ok(decision));
+                    }
+                }
+                Err(e) => {
+                    let e: Arc<str> = e.to_string().into();
+                    for waiter in batch {
+                        let _ = waiter.send(Err(Arc::clone(&e)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One script for `n` requests: how many are granted, and when the rest may retry.
+    async fn run(
+        &self,
+        tenant: Uuid,
+        rate: Rate,
+        n: usize,
+    ) -> Result<(usize, Duration), crate::cache::CacheError> {
+        let key = self.cache.key(&format!("rate:{tenant}"));
+        let interval = rate.emission_interval().as_micros().max(1).to_string();
+        let burst = rate.burst.to_string();
+        self.scripts.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::rate_limit_script();
+        let (granted, wait_us): (i64, i64) = self
+            .cache
+            .script(&self.script, &[&key], &[&interval, &burst, &n.to_string()])
+            .await?;
+        Ok((
+            usize::try_from(granted).unwrap_or(0),
+            Duration::from_micros(wait_us.max(1).unsigned_abs()),
+        ))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Queue>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 fn direct_limiter(rate: Rate) -> DefaultDirectRateLimiter {
     let per_second = NonZeroU32::new(rate.per_second).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
@@ -258,6 +369,39 @@ mod tests {
         assert!(retry_after <= Duration::from_secs(1), "{retry_after:?}");
         // Another tenant has its own allowance.
         assert_eq!(limiter.check(Uuid::new_v4(), rate).await.0, Decision::Allow);
+    }
+
+    /// A limiter on the test Redis (`REDIS_URL`), under a prefix of its own.
+    fn shared_limiter() -> RateLimiter {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let prefix = format!("test-{}:", Uuid::new_v4());
+        RateLimiter::new(Cache::new(&url, &prefix).unwrap())
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_of_a_tenant_are_decided_by_one_script_in_arrival_order() {
+        let limiter = shared_limiter();
+        let tenant = Uuid::new_v4();
+        let rate = Rate::new(1, 20).unwrap();
+        // On this single-threaded runtime all 50 are queued before the first script is sent.
+        let decisions =
+            futures_util::future::join_all((0..50).map(|_| limiter.check(tenant, rate))).await;
+        assert!(
+            decisions.iter().all(|(_, s)| *s == Source::Shared),
+            "{decisions:?}"
+        );
+        assert_eq!(limiter.redis_scripts(), 1, "one round trip for the batch");
+        // The burst, to the first twenty; the rest are told when the next one is allowed.
+        assert!(
+            decisions[..20].iter().all(|(d, _)| *d == Decision::Allow),
+            "{decisions:?}"
+        );
+        for (decision, _) in &decisions[20..] {
+            let Decision::Deny { retry_after } = decision else {
+                panic!("beyond the burst: {decisions:?}");
+            };
+            assert!(*retry_after <= Duration::from_secs(1), "{retry_after:?}");
+        }
     }
 
     #[tokio::test]

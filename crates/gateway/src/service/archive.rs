@@ -3,9 +3,10 @@
 //! expiry, retention, and tenant access to the copies.
 //!
 //! Discovery happens where the upstream's answers pass through: a detection answer's
-//! `face_urls`, and a session's `resources` in `info` — fetched once right after a close, seen
-//! by the status monitor and by a tenant's `info`, and looked up by the archiver for any closed
-//! session still unchecked (so a failed lookup after a close is retried). Recording is
+//! `face_urls`, and a session's `resources` in `info` — fetched once right after a tenant's or
+//! an admin's close, seen by the status monitor and by a tenant's `info`, and looked up by the
+//! archiver for any closed session still unchecked (the reaper's batched closes leave theirs to
+//! it, and a failed lookup after a close is retried that way). Recording is
 //! idempotent: one row per tenant and URL.
 
 use std::time::{Duration, Instant};

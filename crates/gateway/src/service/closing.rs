@@ -4,6 +4,7 @@
 
 use faceswap_upstream::UpstreamError;
 use faceswap_wire::Code;
+use futures_util::StreamExt;
 
 use crate::domain::events;
 use crate::domain::ids::SessionId;
@@ -11,6 +12,7 @@ use crate::domain::session::{CloseReason, close_retry_delay};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::store;
+use crate::store::events::NewEvent;
 use crate::store::sessions::SessionRow;
 
 /// The upstream says it no longer holds the session (closed already, or unknown).
@@ -21,6 +23,49 @@ fn upstream_already_closed(e: &UpstreamError) -> bool {
 /// Closes a session the caller has claimed (state `closing`). On upstream failure schedules a
 /// retry and returns the error.
 pub async fn close_claimed(state: &AppState, row: &SessionRow) -> Result<SessionRow, ApiError> {
+    close_upstream(state, row).await?;
+    let closed = settle(state, row.session_id, Some(final_status(row))).await?;
+    // The close mints the session's resources upstream: record them for archiving.
+    crate::service::archive::after_close(state, &closed).await;
+    Ok(closed)
+}
+
+/// Closes many claimed sessions: upstream `concurrency` at a time, then every one the upstream
+/// let go is settled in one transaction, so the commit and the tenant's event lock are paid once
+/// per batch rather than once per session. Failed closes get their retry scheduled, as in
+/// [`close_claimed`]. The resources of these sessions are looked up by the archiver (they are
+/// left unchecked). Returns how many were closed.
+pub async fn close_claimed_batch(
+    state: &AppState,
+    rows: Vec<SessionRow>,
+    concurrency: usize,
+) -> Result<usize, ApiError> {
+    let released: Vec<(uuid::Uuid, Option<i16>)> = futures_util::stream::iter(rows)
+        .map(|row| async move {
+            match close_upstream(state, &row).await {
+                Ok(()) => Some((row.session_id, Some(final_status(&row)))),
+                // The retry is scheduled; nothing more to do here.
+                Err(e) => {
+                    tracing::debug!(session_id = %SessionId(row.session_id), error = %e, "close failed");
+                    None
+                }
+            }
+        })
+        .buffer_unordered(concurrency)
+        .filter_map(std::future::ready)
+        .collect()
+        .await;
+    Ok(settle_many(state, &released).await?.len())
+}
+
+/// A session that had failed stays failed; any other one ends in success.
+fn final_status(row: &SessionRow) -> i16 {
+    if row.faceswap_status == Some(4) { 4 } else { 3 }
+}
+
+/// The upstream close of a claimed session. "Already closed" counts as closed; any other
+/// failure schedules the retry and is returned.
+async fn close_upstream(state: &AppState, row: &SessionRow) -> Result<(), ApiError> {
     let upstream_id = row.upstream_id.clone().unwrap_or_default();
     let closed = state
         .upstream_tokens
@@ -31,8 +76,8 @@ pub async fn close_claimed(state: &AppState, row: &SessionRow) -> Result<Session
         })
         .await;
     match closed {
-        Ok(()) => {}
-        Err(e) if upstream_already_closed(&e) => {}
+        Ok(()) => Ok(()),
+        Err(e) if upstream_already_closed(&e) => Ok(()),
         Err(e) => {
             let delay = close_retry_delay(
                 state.settings.close_retry_base,
@@ -45,15 +90,9 @@ pub async fn close_claimed(state: &AppState, row: &SessionRow) -> Result<Session
             let mut conn = state.db.acquire().await?;
             store::sessions::schedule_close_retry(&mut conn, row.session_id, delay, &e.to_string())
                 .await?;
-            return Err(e.into());
+            Err(e.into())
         }
     }
-    // A session that had failed stays failed; any other one ends in success.
-    let final_status = if row.faceswap_status == Some(4) { 4 } else { 3 };
-    let closed = settle(state, row.session_id, Some(final_status)).await?;
-    // The close mints the session's resources upstream: record them for archiving.
-    crate::service::archive::after_close(state, &closed).await;
-    Ok(closed)
 }
 
 /// Marks a `closing` session closed without an upstream call (the upstream already agrees),
@@ -63,36 +102,69 @@ pub async fn settle(
     session_id: uuid::Uuid,
     final_status: Option<i16>,
 ) -> Result<SessionRow, ApiError> {
-    let mut tx = state.db.begin().await?;
-    let (closed, seconds) = store::sessions::finish_close(&mut tx, session_id, final_status)
+    settle_many(state, &[(session_id, final_status)])
         .await?
+        .pop()
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "session {} left 'closing' while we closed it",
                 SessionId(session_id)
             )
-        })?;
-    let reason = closed
-        .close_reason
-        .as_deref()
-        .and_then(CloseReason::parse)
-        .unwrap_or(CloseReason::Client);
-    let payload = events::closed(
-        SessionId(session_id),
-        reason,
-        closed.faceswap_status,
-        seconds,
-    );
-    store::events::insert(
-        &mut tx,
-        closed.tenant_id,
-        Some(session_id),
-        events::CLOSED,
-        &payload,
-    )
-    .await?;
+            .into()
+        })
+}
+
+/// [`settle`] for many sessions in one transaction. A session no longer `closing` (another
+/// closer settled it, with its own event) is left out of the answer.
+pub async fn settle_many(
+    state: &AppState,
+    closes: &[(uuid::Uuid, Option<i16>)],
+) -> Result<Vec<SessionRow>, ApiError> {
+    if closes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tx = state.db.begin().await?;
+    let mut closed = store::sessions::finish_close_many(&mut tx, closes).await?;
+    // Tenants' event locks in one order, so two batches never wait on each other in a cycle.
+    closed.sort_by_key(|(row, _)| (row.tenant_id, row.session_id));
+    let payloads: Vec<(CloseReason, serde_json::Value)> = closed
+        .iter()
+        .map(|(row, seconds)| {
+            let reason = row
+                .close_reason
+                .as_deref()
+                .and_then(CloseReason::parse)
+                .unwrap_or(CloseReason::Client);
+            let payload = events::closed(
+                SessionId(row.session_id),
+                reason,
+                row.faceswap_status,
+                *seconds,
+            );
+            (reason, payload)
+        })
+        .collect();
+    let new: Vec<(uuid::Uuid, NewEvent<'_>)> = closed
+        .iter()
+        .zip(&payloads)
+        .map(|((row, _), (_, payload))| {
+            let event = NewEvent {
+                session_id: Some(row.session_id),
+                event_type: events::CLOSED,
+                payload,
+            };
+            (row.tenant_id, event)
+        })
+        .collect();
+    for group in new.chunk_by(|a, b| a.0 == b.0) {
+        let tenant = group[0].0;
+        let events: Vec<NewEvent<'_>> = group.iter().map(|(_, e)| *e).collect();
+        store::events::insert_many(&mut tx, tenant, &events).await?;
+    }
     tx.commit().await?;
-    tracing::info!(session_id = %SessionId(session_id), reason = reason.as_str(), seconds, "session closed");
-    crate::metrics::session_closed(reason.as_str());
-    Ok(closed)
+    for ((row, seconds), (reason, _)) in closed.iter().zip(&payloads) {
+        tracing::info!(session_id = %SessionId(row.session_id), reason = reason.as_str(), seconds, "session closed");
+        crate::metrics::session_closed(reason.as_str());
+    }
+    Ok(closed.into_iter().map(|(row, _)| row).collect())
 }

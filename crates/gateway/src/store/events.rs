@@ -32,31 +32,72 @@ pub async fn insert(
     event_type: &str,
     payload: &serde_json::Value,
 ) -> sqlx::Result<i64> {
+    let event = NewEvent {
+        session_id,
+        event_type,
+        payload,
+    };
+    let ids = insert_many(tx, tenant_id, &[event]).await?;
+    ids.first().copied().ok_or(sqlx::Error::RowNotFound)
+}
+
+/// One event to append with [`insert_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    /// The session it is about, if any.
+    pub session_id: Option<Uuid>,
+    /// e.g. `session.closed`.
+    pub event_type: &'a str,
+    /// The event's data.
+    pub payload: &'a serde_json::Value,
+}
+
+/// [`insert`] for many events of one tenant: the tenant's lock is taken once and the rows and
+/// their webhook deliveries are written in one statement each. Ids follow the slice's order.
+#[tracing::instrument(skip_all, fields(events = events.len()))]
+pub async fn insert_many(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant_id: Uuid,
+    events: &[NewEvent<'_>],
+) -> sqlx::Result<Vec<i64>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
     sqlx::query(
         "select pg_advisory_xact_lock(hashtextextended('faceswap-events:' || $1::text, 0))",
     )
     .bind(tenant_id)
     .execute(&mut **tx)
     .await?;
-    let event_id: i64 = sqlx::query_scalar(
+    let sessions: Vec<Option<Uuid>> = events.iter().map(|e| e.session_id).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
+    let payloads: Vec<Json<&serde_json::Value>> = events.iter().map(|e| Json(e.payload)).collect();
+    // `with ordinality` + `order by` makes the sequence hand out ids in the slice's order.
+    let event_ids: Vec<i64> = sqlx::query_scalar(
         "insert into session_events (tenant_id, session_id, event_type, payload)
-         values ($1, $2, $3, $4) returning event_id",
+         select $1, e.session_id, e.event_type, e.payload
+         from unnest($2::uuid[], $3::text[], $4::jsonb[]) with ordinality
+              as e(session_id, event_type, payload, n)
+         order by e.n
+         returning event_id",
     )
     .bind(tenant_id)
-    .bind(session_id)
-    .bind(event_type)
-    .bind(Json(payload))
-    .fetch_one(&mut **tx)
+    .bind(&sessions)
+    .bind(&types)
+    .bind(&payloads)
+    .fetch_all(&mut **tx)
     .await?;
     sqlx::query(
         "insert into webhook_deliveries (endpoint_id, event_id)
-         select endpoint_id, $2 from webhook_endpoints where tenant_id = $1 and enabled",
+         select w.endpoint_id, e.event_id
+         from webhook_endpoints w, unnest($2::int8[]) as e(event_id)
+         where w.tenant_id = $1 and w.enabled",
     )
     .bind(tenant_id)
-    .bind(event_id)
+    .bind(&event_ids)
     .execute(&mut **tx)
     .await?;
-    Ok(event_id)
+    Ok(event_ids)
 }
 
 /// The tenant's events after `after`, oldest first, optionally of one session.

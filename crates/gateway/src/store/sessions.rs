@@ -307,33 +307,57 @@ pub async fn finish_close(
     session_id: Uuid,
     final_status: Option<i16>,
 ) -> sqlx::Result<Option<(SessionRow, i64)>> {
-    let row: Option<SessionRow> = sqlx::query_as(concat!(
+    Ok(finish_close_many(conn, &[(session_id, final_status)])
+        .await?
+        .pop())
+}
+
+/// [`finish_close`] for many sessions in two statements. Sessions no longer `closing` (another
+/// closer settled them) are left out of the answer.
+#[tracing::instrument(skip_all, fields(sessions = closes.len()))]
+pub async fn finish_close_many(
+    conn: &mut PgConnection,
+    closes: &[(Uuid, Option<i16>)],
+) -> sqlx::Result<Vec<(SessionRow, i64)>> {
+    let (ids, statuses): (Vec<Uuid>, Vec<Option<i16>>) = closes.iter().copied().unzip();
+    let rows: Vec<SessionRow> = sqlx::query_as(concat!(
         "update sessions set state = 'closed', closed_at = now(),
             close_reason = coalesce(pending_close_reason, 'client'),
-            faceswap_status = coalesce($2, faceswap_status),
+            faceswap_status = coalesce(f.final_status, faceswap_status),
             claimed_until = null, next_close_at = null
-         where session_id = $1 and state = 'closing'
+         from unnest($1::uuid[], $2::int2[]) as f(id, final_status)
+         where session_id = f.id and state = 'closing'
          returning ",
         columns!()
     ))
-    .bind(session_id)
-    .bind(final_status)
-    .fetch_optional(&mut *conn)
+    .bind(&ids)
+    .bind(&statuses)
+    .fetch_all(&mut *conn)
     .await?;
-    let Some(row) = row else { return Ok(None) };
-    let opened = row.opened_at.unwrap_or(row.created_at);
-    let closed = row.closed_at.unwrap_or_else(Utc::now);
-    let seconds = crate::domain::session::charged_seconds(opened, closed);
+    let charged: Vec<(SessionRow, i64)> = rows
+        .into_iter()
+        .map(|row| {
+            let opened = row.opened_at.unwrap_or(row.created_at);
+            let closed = row.closed_at.unwrap_or_else(Utc::now);
+            let seconds = crate::domain::session::charged_seconds(opened, closed);
+            (row, seconds)
+        })
+        .collect();
+    let (tenants, sessions, seconds): (Vec<Uuid>, Vec<Uuid>, Vec<i64>) = charged
+        .iter()
+        .map(|(row, seconds)| (row.tenant_id, row.session_id, *seconds))
+        .collect();
     sqlx::query(
-        "insert into usage_ledger (tenant_id, session_id, seconds) values ($1, $2, $3)
+        "insert into usage_ledger (tenant_id, session_id, seconds)
+         select * from unnest($1::uuid[], $2::uuid[], $3::int8[])
          on conflict (session_id) do nothing",
     )
-    .bind(row.tenant_id)
-    .bind(row.session_id)
-    .bind(seconds)
+    .bind(&tenants)
+    .bind(&sessions)
+    .bind(&seconds)
     .execute(conn)
     .await?;
-    Ok(Some((row, seconds)))
+    Ok(charged)
 }
 
 /// Filters and position of a page of sessions.

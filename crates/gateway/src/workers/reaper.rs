@@ -2,8 +2,6 @@
 //! queuing, or over their tenant's budget; retries upstream closes that failed; and resolves
 //! reservations left `creating` by a crashed create.
 
-use futures_util::StreamExt;
-
 use super::{Outcome, WorkerSettings};
 use crate::domain::ids::{SessionId, TenantId};
 use crate::http::AppState;
@@ -33,14 +31,7 @@ pub async fn run_once(state: &AppState, settings: &WorkerSettings) -> anyhow::Re
     drop(conn);
 
     let worked = claimed.len() + stale.len();
-    futures_util::stream::iter(claimed)
-        .for_each_concurrent(CONCURRENCY, |row| async move {
-            // A failure has already scheduled the retry; nothing more to do here.
-            if let Err(e) = service::closing::close_claimed(state, &row).await {
-                tracing::debug!(session_id = %SessionId(row.session_id), error = %e, "reaper close failed");
-            }
-        })
-        .await;
+    service::closing::close_claimed_batch(state, claimed, CONCURRENCY).await?;
     for (session_id, tenant_id, upstream_id) in stale {
         if upstream_id.is_some() {
             // The upstream session exists and we know its id: close it rather than leak it.
