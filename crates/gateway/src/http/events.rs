@@ -41,9 +41,10 @@ pub struct EventParams {
 /// `session.closed`, `session.lost`, `webhook.endpoint_disabled`, `resource.archived`,
 /// `resource.archive_at_risk`, `resource.expired`, `resource.failed`, `resource.deleted`) and
 /// `data: {"type",
-/// "timestamp", "data"}` (the webhook body). Reconnect with `Last-Event-ID` to receive every
-/// event after it, in order, without gaps or duplicates; without it the stream starts at the
-/// current end (or at the beginning with `from=start`). Comments keep the connection alive
+/// "timestamp", "data"}` (the webhook body). Events come in commit order; ids are unique but
+/// not always increasing. Reconnect with `Last-Event-ID` (the last id received, or 0 for none)
+/// to receive every event after it, in order, without gaps or duplicates; without it the stream
+/// starts at the current end (or at the beginning with `from=start`). Comments keep the connection alive
 /// every 15 s.
 #[utoipa::path(
     get,
@@ -56,7 +57,7 @@ pub struct EventParams {
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
-        (status = 400, description = "1003: malformed Last-Event-ID, from or session_id", body = EmptyEnvelope),
+        (status = 400, description = "1003: malformed or unknown Last-Event-ID, malformed from or session_id", body = EmptyEnvelope),
         (status = 401, description = "1101 / 1102", body = EmptyEnvelope),
         (status = 404, description = "4004: no such session", body = EmptyEnvelope),
     )

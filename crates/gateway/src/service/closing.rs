@@ -31,8 +31,8 @@ pub async fn close_claimed(state: &AppState, row: &SessionRow) -> Result<Session
 }
 
 /// Closes many claimed sessions: upstream `concurrency` at a time, then every one the upstream
-/// let go is settled in one transaction, so the commit and the tenant's event lock are paid once
-/// per batch rather than once per session. Failed closes get their retry scheduled, as in
+/// let go is settled in one transaction, so a commit is paid once per batch rather than once per
+/// session. Failed closes get their retry scheduled, as in
 /// [`close_claimed`]. The resources of these sessions are looked up by the archiver (they are
 /// left unchecked). Returns how many were closed.
 pub async fn close_claimed_batch(
@@ -125,7 +125,7 @@ pub async fn settle_many(
     }
     let mut tx = state.db.begin().await?;
     let mut closed = store::sessions::finish_close_many(&mut tx, closes).await?;
-    // Tenants' event locks in one order, so two batches never wait on each other in a cycle.
+    // Grouped by tenant: one insert of events per tenant.
     closed.sort_by_key(|(row, _)| (row.tenant_id, row.session_id));
     let payloads: Vec<(CloseReason, serde_json::Value)> = closed
         .iter()

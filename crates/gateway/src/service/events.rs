@@ -5,10 +5,13 @@
 //! events), unless `?from=start` asks for every retained event. Replaying everything by default
 //! would flood a client that only wants live changes each time it connects without an id.
 //!
-//! **No gaps, no duplicates.** A tenant's event ids become visible in increasing order (they are
-//! assigned under a per-tenant lock held to commit), so reading `event_id > cursor` in id order,
-//! and moving the cursor to the last id sent, never skips an event committed later nor repeats
-//! one. The session filter keeps the same ids, so resuming a filtered stream works the same way.
+//! **No gaps, no duplicates.** Events are sent in (writing transaction, id) order, reading only
+//! rows of transactions older than every one still running (see [`store::events::list_after`]),
+//! so moving the cursor to the last event sent never skips an event committed later nor repeats
+//! one, without any lock held by writers. Within a tenant, ids are unique but an event of an
+//! older transaction may carry a higher id than one sent after it: clients resume with the id
+//! they saw last, whatever its value. The session filter keeps the same order, so resuming a
+//! filtered stream works the same way.
 //!
 //! **Delivery.** The table is polled every [`POLL_INTERVAL`] while the client has caught up
 //! (one short indexed query; no connection is held between polls). The stream ends when the
@@ -25,7 +28,7 @@ use crate::domain::ids::{SessionId, TenantId};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::store;
-use crate::store::events::EventRow;
+use crate::store::events::{Cursor, EventRow};
 
 /// Pause between polls once the client has every event.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -50,8 +53,8 @@ pub struct StreamStart {
     pub tenant: TenantId,
     /// The session filter.
     pub session: Option<Uuid>,
-    /// Events after this id are sent.
-    pub after: i64,
+    /// Events after this position are sent.
+    pub after: Cursor,
 }
 
 /// Checks the request before anything is streamed: a session of another tenant (or none) is
@@ -73,27 +76,38 @@ pub async fn open(
             Some(id.0)
         }
     };
-    let after = match (
-        req.last_event_id.as_deref().map(str::trim),
-        req.from.as_deref(),
-    ) {
-        (Some(raw), _) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|id| *id >= 0)
-            .ok_or_else(|| {
+    let after =
+        match (
+            req.last_event_id.as_deref().map(str::trim),
+            req.from.as_deref(),
+        ) {
+            (Some(raw), _) => {
+                let id = raw.parse::<i64>().ok().filter(|id| *id >= 0).ok_or_else(|| {
                 ApiError::BadRequest(format!(
                     "Last-Event-ID must be an event id (a non-negative integer), not `{raw}`"
                 ))
-            })?,
-        (None, Some("start")) => 0,
-        (None, None | Some("now")) => store::event_feed::latest_id(&mut conn, tenant.0).await?,
-        (None, Some(other)) => {
-            return Err(ApiError::BadRequest(format!(
-                "from must be `start` or `now`, not `{other}`"
-            )));
-        }
-    };
+            })?;
+                if id == 0 {
+                    // Before every event: what a client that has seen none may send.
+                    Cursor::default()
+                } else {
+                    store::event_feed::position_of(&mut conn, tenant.0, id)
+                        .await?
+                        .ok_or_else(|| {
+                            ApiError::BadRequest(format!(
+                                "Last-Event-ID {id} names none of your events"
+                            ))
+                        })?
+                }
+            }
+            (None, Some("start")) => Cursor::default(),
+            (None, None | Some("now")) => store::event_feed::now(&mut conn).await?,
+            (None, Some(other)) => {
+                return Err(ApiError::BadRequest(format!(
+                    "from must be `start` or `now`, not `{other}`"
+                )));
+            }
+        };
     Ok(StreamStart {
         tenant,
         session,
@@ -101,27 +115,31 @@ pub async fn open(
     })
 }
 
-struct Cursor {
+/// A stream's state between polls.
+struct Follower {
     state: AppState,
     start: StreamStart,
     buffered: VecDeque<EventRow>,
 }
 
-/// The events after `start.after`, in id order, then every new one as it commits; ends when the
+/// The events after `start.after`, in order, then every new one as it commits; ends when the
 /// gateway drains or the database fails.
 pub fn stream(
     state: AppState,
     start: StreamStart,
 ) -> impl Stream<Item = EventRow> + Send + 'static {
-    let cursor = Cursor {
+    let follower = Follower {
         state,
         start,
         buffered: VecDeque::new(),
     };
-    futures_util::stream::unfold(cursor, |mut c| async move {
+    futures_util::stream::unfold(follower, |mut c| async move {
         loop {
             if let Some(event) = c.buffered.pop_front() {
-                c.start.after = event.event_id;
+                c.start.after = Cursor {
+                    tx: event.tx,
+                    event_id: event.event_id,
+                };
                 return Some((event, c));
             }
             if c.state.draining.load(Ordering::SeqCst) {

@@ -103,8 +103,11 @@ pub async fn create(
     let tenant_row = store::tenants::lock(&mut tx, tenant.0)
         .await?
         .ok_or(ApiError::AuthInvalid("the tenant no longer exists"))?;
-    let usage = store::sessions::quota_usage(&mut tx, tenant.0).await?;
-    quota::check_new_session(tenant_row.limits(), usage)?;
+    let limits = tenant_row.limits();
+    let usage =
+        store::sessions::quota_usage(&mut tx, tenant.0, limits.session_seconds_budget.is_some())
+            .await?;
+    quota::check_new_session(limits, usage)?;
     store::sessions::insert_creating(&mut tx, session_id, tenant.0, &source_json).await?;
     tx.commit().await?;
 
@@ -355,7 +358,7 @@ pub async fn usage(state: &AppState, tenant: TenantId) -> Result<UsageView, ApiE
     let row = store::tenants::find(&mut conn, tenant.0)
         .await?
         .ok_or(ApiError::AuthInvalid("the tenant no longer exists"))?;
-    let used = store::sessions::quota_usage(&mut conn, tenant.0).await?;
+    let used = store::sessions::quota_usage(&mut conn, tenant.0, true).await?;
     let limits = row.limits();
     Ok(UsageView {
         max_concurrent_sessions: limits.max_concurrent_sessions,

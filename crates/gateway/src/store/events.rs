@@ -5,11 +5,23 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
+/// A position in the event order: (writing transaction, id). Events are read in this order,
+/// which is commit order for everything a reader can see (see [`list_after`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cursor {
+    /// The writing transaction's id (`xid8`).
+    pub tx: i64,
+    /// The event id.
+    pub event_id: i64,
+}
+
 /// An event as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventRow {
-    /// Monotonic per tenant, usable as `Last-Event-ID`.
+    /// Unique; usable as `Last-Event-ID`.
     pub event_id: i64,
+    /// The writing transaction's id.
+    pub tx: i64,
     /// Owner.
     pub tenant_id: Uuid,
     /// The session it is about, if any.
@@ -22,8 +34,8 @@ pub struct EventRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// Appends an event and queues it for every enabled webhook endpoint of the tenant. Takes a
-/// transaction because the per-tenant lock that orders event ids must be held until commit.
+/// Appends an event and queues it for every enabled webhook endpoint of the tenant, in the
+/// caller's transaction (the event commits with the change it reports).
 #[tracing::instrument(skip_all, fields(event_type))]
 pub async fn insert(
     tx: &mut Transaction<'_, Postgres>,
@@ -52,8 +64,8 @@ pub struct NewEvent<'a> {
     pub payload: &'a serde_json::Value,
 }
 
-/// [`insert`] for many events of one tenant: the tenant's lock is taken once and the rows and
-/// their webhook deliveries are written in one statement each. Ids follow the slice's order.
+/// [`insert`] for many events of one tenant: the rows and their webhook deliveries in one
+/// statement each. Ids follow the slice's order.
 #[tracing::instrument(skip_all, fields(events = events.len()))]
 pub async fn insert_many(
     tx: &mut Transaction<'_, Postgres>,
@@ -63,12 +75,6 @@ pub async fn insert_many(
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query(
-        "select pg_advisory_xact_lock(hashtextextended('faceswap-events:' || $1::text, 0))",
-    )
-    .bind(tenant_id)
-    .execute(&mut **tx)
-    .await?;
     let sessions: Vec<Option<Uuid>> = events.iter().map(|e| e.session_id).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
     let payloads: Vec<Json<&serde_json::Value>> = events.iter().map(|e| Json(e.payload)).collect();
@@ -100,24 +106,32 @@ pub async fn insert_many(
     Ok(event_ids)
 }
 
-/// The tenant's events after `after`, oldest first, optionally of one session.
+/// The tenant's events after `after` in (tx, id) order, optionally of one session: only those
+/// of transactions older than every transaction still running. Such a transaction has ended, so
+/// every later read sees its rows as they are now, and any row still to commit belongs to a
+/// younger transaction and sorts after them: reading on from the last row returned skips
+/// nothing and repeats nothing, with no lock held by writers.
 #[tracing::instrument(skip_all)]
 pub async fn list_after(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     session_id: Option<Uuid>,
-    after: i64,
+    after: Cursor,
     limit: i64,
 ) -> sqlx::Result<Vec<EventRow>> {
     sqlx::query_as(
-        "select event_id, tenant_id, session_id, event_type, payload, created_at
+        "select event_id, tx::text::int8 as tx, tenant_id, session_id, event_type, payload,
+                created_at
          from session_events
-         where tenant_id = $1 and event_id > $2 and ($3::uuid is null or session_id = $3)
-         order by event_id
-         limit $4",
+         where tenant_id = $1 and (tx, event_id) > ($2::int8::text::xid8, $3)
+           and tx < pg_snapshot_xmin(pg_current_snapshot())
+           and ($4::uuid is null or session_id = $4)
+         order by tx, event_id
+         limit $5",
     )
     .bind(tenant_id)
-    .bind(after)
+    .bind(after.tx)
+    .bind(after.event_id)
     .bind(session_id)
     .bind(limit)
     .fetch_all(conn)
@@ -128,7 +142,8 @@ pub async fn list_after(
 #[tracing::instrument(skip_all)]
 pub async fn find(conn: &mut PgConnection, event_id: i64) -> sqlx::Result<Option<EventRow>> {
     sqlx::query_as(
-        "select event_id, tenant_id, session_id, event_type, payload, created_at
+        "select event_id, tx::text::int8 as tx, tenant_id, session_id, event_type, payload,
+                created_at
          from session_events where event_id = $1",
     )
     .bind(event_id)

@@ -62,18 +62,27 @@ pub struct SessionRow {
 }
 
 /// The tenant's current use of its quota: sessions holding a slot, and session-seconds charged
-/// plus those running in open sessions.
+/// plus those running in open sessions. With `count_seconds` false the seconds are not summed
+/// (`seconds_used` is 0): the sum reads every ledger row of the tenant, which a tenant without a
+/// budget need not pay for on each create.
 #[tracing::instrument(skip_all)]
-pub async fn quota_usage(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<QuotaUsage> {
+pub async fn quota_usage(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    count_seconds: bool,
+) -> sqlx::Result<QuotaUsage> {
     let (active_sessions, seconds_used): (i64, i64) = sqlx::query_as(
         "select
             (select count(*) from sessions
               where tenant_id = $1 and state in ('creating', 'open', 'closing')),
-            (select coalesce(sum(seconds), 0)::bigint from usage_ledger where tenant_id = $1)
-            + (select coalesce(sum(ceil(extract(epoch from now() - coalesce(opened_at, created_at)))), 0)::bigint
-                 from sessions where tenant_id = $1 and state in ('open', 'closing'))",
+            case when $2 then
+              (select coalesce(sum(seconds), 0)::bigint from usage_ledger where tenant_id = $1)
+              + (select coalesce(sum(ceil(extract(epoch from now() - coalesce(opened_at, created_at)))), 0)::bigint
+                   from sessions where tenant_id = $1 and state in ('open', 'closing'))
+            else 0 end",
     )
     .bind(tenant_id)
+    .bind(count_seconds)
     .fetch_one(conn)
     .await?;
     Ok(QuotaUsage {

@@ -167,7 +167,7 @@ pub async fn insert_event(
     id
 }
 
-/// The tenant's event ids after `after` (optionally one session's), from the table.
+/// The tenant's event ids after event `after` (0: all), optionally one session's, from the table.
 async fn ids_after(
     pool: &PgPool,
     tenant: &TestTenant,
@@ -175,10 +175,14 @@ async fn ids_after(
     after: i64,
 ) -> Vec<i64> {
     let session = session.map(|s| SessionId::parse(s).unwrap().0);
+    // Stream order: by writing transaction, then id (see `store::events::list_after`).
     sqlx::query_scalar(
         "select event_id from session_events
-         where tenant_id = $1 and event_id > $2 and ($3::uuid is null or session_id = $3)
-         order by event_id",
+         where tenant_id = $1
+           and (tx, event_id) > (coalesce((select tx from session_events where event_id = $2),
+                                          '0'::xid8), $2)
+           and ($3::uuid is null or session_id = $3)
+         order by tx, event_id",
     )
     .bind(tenant_uuid(tenant))
     .bind(after)
@@ -361,4 +365,101 @@ async fn a_stream_is_refused_before_it_starts_for_foreign_sessions_bad_ids_and_n
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
+}
+
+/// Writes an event in the caller's transaction; returns its id.
+async fn write_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    tenant: uuid::Uuid,
+    session: uuid::Uuid,
+    n: i64,
+) -> i64 {
+    faceswap_gateway::store::events::insert(
+        tx,
+        tenant,
+        Some(session),
+        "session.status_changed",
+        &json!({"n": n}),
+    )
+    .await
+    .unwrap()
+}
+
+/// Nothing arrives on `client` for a while.
+async fn assert_quiet(client: &mut SseClient, why: &str) {
+    let got = tokio::time::timeout(Duration::from_millis(800), client.next_unbounded()).await;
+    assert!(got.is_err(), "{why}: {got:?}");
+}
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn events_that_commit_late_are_neither_skipped_nor_repeated_and_writers_take_no_lock(
+    pool: PgPool,
+) {
+    let app = api_app(pool).await;
+    let a = app.tenant(5, None).await;
+    let ta = app.token(&a).await;
+    let sa = session(&app, &ta).await;
+    let session_uuid = SessionId::parse(&sa).unwrap().0;
+    let mut client = SseClient::connect(&app, &ta, "", None).await;
+    let tenant = tenant_uuid(&a);
+
+    // A writer holds its event uncommitted while another writer of the same tenant commits a
+    // higher id: the second is not blocked, and the stream holds it back.
+    let mut slow = app.pool.begin().await.unwrap();
+    let low = write_in(&mut slow, tenant, session_uuid, 1).await;
+    let high = tokio::time::timeout(
+        Duration::from_secs(5),
+        insert_event(&app.pool, &a, Some(&sa), 2),
+    )
+    .await
+    .expect("a second writer of the tenant is not blocked by the first");
+    assert!(high > low);
+    assert_quiet(
+        &mut client,
+        "an event is held back while an older writer runs",
+    )
+    .await;
+    slow.commit().await.unwrap();
+    assert_eq!(ids(&client.take(2).await), vec![low, high]);
+
+    // A writer that started first but writes its event after a younger writer committed:
+    // its event has the higher id and still comes first.
+    let mut older = app.pool.begin().await.unwrap();
+    sqlx::query("select pg_current_xact_id()")
+        .execute(&mut *older)
+        .await
+        .unwrap();
+    let younger = insert_event(&app.pool, &a, Some(&sa), 3).await;
+    let late = write_in(&mut older, tenant, session_uuid, 4).await;
+    assert!(late > younger);
+    assert_quiet(
+        &mut client,
+        "the younger writer's event waits for the older writer",
+    )
+    .await;
+    older.commit().await.unwrap();
+    let got = client.take(2).await;
+    assert_eq!(ids(&got), vec![late, younger], "commit order, not id order");
+
+    // Resuming after the higher id sends the lower one that followed it, and nothing twice.
+    let mut resumed = SseClient::connect(&app, &ta, "", Some(late)).await;
+    assert_eq!(resumed.next().await.id, younger);
+    let next = insert_event(&app.pool, &a, None, 5).await;
+    assert_eq!(resumed.next().await.id, next);
+    assert_eq!(client.next().await.id, next);
+
+    // An id that is none of the tenant's is refused before streaming.
+    let other = app.tenant(5, None).await;
+    let to = app.token(&other).await;
+    let resp = app
+        .client
+        .get(app.url("/v1/events"))
+        .bearer_auth(&to)
+        .header("last-event-id", late.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], 1003, "{body}");
 }
