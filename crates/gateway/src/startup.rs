@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use faceswap_upstream::ssrf::SsrfGuard;
 use faceswap_upstream::{UpstreamClient, UpstreamConfig};
-use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgPool};
 use tokio::net::TcpListener;
 
 use crate::auth::api_keys::ApiKeyCache;
@@ -27,6 +27,9 @@ pub struct Application {
     drain_delay: Duration,
 }
 
+/// A pooled connection idle at least this long is pinged before it is handed out.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// Connects to Postgres (failing fast when it is down) without applying migrations.
 pub async fn connect_db(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     connect_db_with(url, max_connections, Duration::from_secs(3)).await
@@ -42,6 +45,18 @@ pub async fn connect_db_with(
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
+        // The default pings every connection it hands out: a second round trip for each query
+        // on the hot path. Only a connection idle long enough for the server to have dropped
+        // it (restart, idle timeout) is pinged; a broken one is replaced before use.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect(url)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to DATABASE_URL: {e}"))

@@ -530,3 +530,39 @@ async fn sigkill_during_100_concurrent_creates_leaves_nothing_unsettled_after_a_
         "{unknown} unknown open upstream sessions, {in_flight_upstream} were in flight"
     );
 }
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn connections_the_server_dropped_are_replaced_before_use(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let tenant = app.tenant(5, None).await;
+    let token = app.token(&tenant).await;
+    let gw = spawn_binary(&app, &[("GATEWAY_ROLE", "api")]).await;
+    let http = client();
+    let usage = || {
+        let (http, url, token) = (http.clone(), format!("{}/v1/usage", gw.url), token.clone());
+        async move {
+            let resp = http.get(url).bearer_auth(token).send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    // Concurrent calls leave several connections in the gateway's pool.
+    for (status, body) in join_all((0..8).map(|_| usage())).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    let dropped: i64 = sqlx::query_scalar(
+        "select count(*) filter (where pg_terminate_backend(pid)) from pg_stat_activity
+         where datname = current_database() and pid <> pg_backend_pid()",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(dropped > 0, "the gateway held connections");
+    // Idle past the threshold, so each is checked before it is handed out again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (status, body) in join_all((0..8).map(|_| usage())).await {
+        assert_eq!(
+            status, 200,
+            "a dropped connection is replaced, not used: {body}"
+        );
+    }
+}
