@@ -5,9 +5,9 @@
 //! at most one script per tenant at a time: requests arriving while it runs wait and are
 //! counted together by the next one (the script grants the first `n` it can), so a busy tenant
 //! costs one Redis round trip per batch instead of per request, and the answer per request is
-//! the same as if each had been counted alone, in arrival order. While Redis cannot be reached, each process enforces the same rate on its own
-//! (governor's GCRA): with N replicas a tenant gets at most N times its rate during an outage,
-//! never an unbounded one. After a Redis failure the process stays on its own limiter for
+//! the same as if each had been counted alone, in arrival order. While Redis cannot be reached,
+//! each process enforces the same rate on its own (governor's GCRA): with N replicas a tenant
+//! gets at most N times its rate during an outage, never an unbounded one. After a Redis failure the process stays on its own limiter for
 //! [`REDIS_RETRY`] instead of paying Redis's timeout on every request.
 
 use std::collections::HashMap;

@@ -44,8 +44,8 @@ pub struct EventParams {
 /// "timestamp", "data"}` (the webhook body). Events come in commit order; ids are unique but
 /// not always increasing. Reconnect with `Last-Event-ID` (the last id received, or 0 for none)
 /// to receive every event after it, in order, without gaps or duplicates; without it the stream
-/// starts at the current end (or at the beginning with `from=start`). Comments keep the connection alive
-/// every 15 s.
+/// starts at the current end (or at the beginning with `from=start`). Comments keep the
+/// connection alive every 15 s.
 #[utoipa::path(
     get,
     path = "/v1/events",

@@ -76,43 +76,50 @@ pub async fn open(
             Some(id.0)
         }
     };
-    let after =
-        match (
-            req.last_event_id.as_deref().map(str::trim),
-            req.from.as_deref(),
-        ) {
-            (Some(raw), _) => {
-                let id = raw.parse::<i64>().ok().filter(|id| *id >= 0).ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "Last-Event-ID must be an event id (a non-negative integer), not `{raw}`"
-                ))
-            })?;
-                if id == 0 {
-                    // Before every event: what a client that has seen none may send.
-                    Cursor::default()
-                } else {
-                    store::event_feed::position_of(&mut conn, tenant.0, id)
-                        .await?
-                        .ok_or_else(|| {
-                            ApiError::BadRequest(format!(
-                                "Last-Event-ID {id} names none of your events"
-                            ))
-                        })?
-                }
-            }
-            (None, Some("start")) => Cursor::default(),
-            (None, None | Some("now")) => store::event_feed::now(&mut conn).await?,
-            (None, Some(other)) => {
-                return Err(ApiError::BadRequest(format!(
-                    "from must be `start` or `now`, not `{other}`"
-                )));
-            }
-        };
+    let after = match (
+        req.last_event_id.as_deref().map(str::trim),
+        req.from.as_deref(),
+    ) {
+        (Some(raw), _) => resume_after(&mut conn, tenant, raw).await?,
+        (None, Some("start")) => Cursor::default(),
+        (None, None | Some("now")) => store::event_feed::now(&mut conn).await?,
+        (None, Some(other)) => {
+            return Err(ApiError::BadRequest(format!(
+                "from must be `start` or `now`, not `{other}`"
+            )));
+        }
+    };
     Ok(StreamStart {
         tenant,
         session,
         after,
     })
+}
+
+/// Where a stream resuming after event `raw` (a `Last-Event-ID`) starts: after that event of the
+/// tenant, or before everything for `0` (a client that has seen none).
+async fn resume_after(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    raw: &str,
+) -> Result<Cursor, ApiError> {
+    let id = raw
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id >= 0)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "Last-Event-ID must be an event id (a non-negative integer), not `{raw}`"
+            ))
+        })?;
+    if id == 0 {
+        return Ok(Cursor::default());
+    }
+    store::event_feed::position_of(conn, tenant.0, id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("Last-Event-ID {id} names none of your events"))
+        })
 }
 
 /// A stream's state between polls.
