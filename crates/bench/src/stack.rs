@@ -17,6 +17,9 @@ pub const NGINX_STATIC_PORT: u16 = 19192;
 pub struct Proc {
     pub name: String,
     child: Child,
+    /// Stopped with SIGTERM first: a process with workers of its own (nginx) must be told, or
+    /// its workers outlive it and keep its ports.
+    terminate_first: bool,
 }
 
 impl Proc {
@@ -27,7 +30,15 @@ impl Proc {
         Ok(Self {
             name: name.to_owned(),
             child,
+            terminate_first: false,
         })
+    }
+
+    /// [`Proc::spawn`] for a process stopped with SIGTERM (then SIGKILL after 5 s).
+    pub fn spawn_terminated_on_drop(name: &str, cmd: &mut Command) -> anyhow::Result<Self> {
+        let mut proc = Self::spawn(name, cmd)?;
+        proc.terminate_first = true;
+        Ok(proc)
     }
 
     pub fn pid(&self) -> u32 {
@@ -48,6 +59,18 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if self.terminate_first {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.pid().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -226,7 +249,13 @@ http {{
     );
     let conf_path = dir.join("nginx.conf");
     std::fs::write(&conf_path, conf)?;
-    let proc = Proc::spawn(
+    // Something else on these ports would answer instead of this nginx, silently.
+    for port in [NGINX_PROXY_PORT, NGINX_STATIC_PORT] {
+        std::net::TcpListener::bind(("127.0.0.1", port)).with_context(|| {
+            format!("port {port} is taken (an nginx left by an earlier run? `ss -ltnp` names it)")
+        })?;
+    }
+    let proc = Proc::spawn_terminated_on_drop(
         "nginx",
         Command::new("nginx")
             .arg("-p")
