@@ -200,8 +200,9 @@ pub fn markdown(r: &Results) -> String {
             md,
             "\n## 1. Detect with `image_url`\n\n`POST /detect` with a small JSON body naming a \
              384×384 photo on a static nginx server; the simulator fetches it on every call and \
-             answers from its detection memory (the faces were computed on the first call). The gateway checks the JWT, the tenant's rate limit (Redis), the \
-             URL (SSRF) and records metrics. {CONNECTIONS} connections.\n\n\
+             answers from its detection memory (the faces were computed on the first call). The \
+             gateway checks the JWT, the tenant's rate limit (Redis), the URL (SSRF) and records \
+             metrics. {CONNECTIONS} connections.\n\n\
              ![p50 and p99 latency against offered load](benchmarks.png)\n"
         );
         forwarding_table(&mut md, f);

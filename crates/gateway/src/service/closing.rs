@@ -32,14 +32,13 @@ pub async fn close_claimed(state: &AppState, row: &SessionRow) -> Result<Session
 
 /// Closes many claimed sessions: upstream `concurrency` at a time, then every one the upstream
 /// let go is settled in one transaction, so a commit is paid once per batch rather than once per
-/// session. Failed closes get their retry scheduled, as in
-/// [`close_claimed`]. The resources of these sessions are looked up by the archiver (they are
-/// left unchecked). Returns how many were closed.
+/// session. Failed closes get their retry scheduled, as in [`close_claimed`]. The resources of these sessions are looked up by the archiver (they are
+/// left unchecked).
 pub async fn close_claimed_batch(
     state: &AppState,
     rows: Vec<SessionRow>,
     concurrency: usize,
-) -> Result<usize, ApiError> {
+) -> Result<(), ApiError> {
     let released: Vec<(uuid::Uuid, Option<i16>)> = futures_util::stream::iter(rows)
         .map(|row| async move {
             match close_upstream(state, &row).await {
@@ -55,7 +54,8 @@ pub async fn close_claimed_batch(
         .filter_map(std::future::ready)
         .collect()
         .await;
-    Ok(settle_many(state, &released).await?.len())
+    settle_many(state, &released).await?;
+    Ok(())
 }
 
 /// A session that had failed stays failed; any other one ends in success.
@@ -124,9 +124,7 @@ pub async fn settle_many(
         return Ok(Vec::new());
     }
     let mut tx = state.db.begin().await?;
-    let mut closed = store::sessions::finish_close_many(&mut tx, closes).await?;
-    // Grouped by tenant: one insert of events per tenant.
-    closed.sort_by_key(|(row, _)| (row.tenant_id, row.session_id));
+    let closed = store::sessions::finish_close_many(&mut tx, closes).await?;
     let payloads: Vec<(CloseReason, serde_json::Value)> = closed
         .iter()
         .map(|(row, seconds)| {
@@ -144,23 +142,17 @@ pub async fn settle_many(
             (reason, payload)
         })
         .collect();
-    let new: Vec<(uuid::Uuid, NewEvent<'_>)> = closed
+    let new: Vec<NewEvent<'_>> = closed
         .iter()
         .zip(&payloads)
-        .map(|((row, _), (_, payload))| {
-            let event = NewEvent {
-                session_id: Some(row.session_id),
-                event_type: events::CLOSED,
-                payload,
-            };
-            (row.tenant_id, event)
+        .map(|((row, _), (_, payload))| NewEvent {
+            tenant_id: row.tenant_id,
+            session_id: Some(row.session_id),
+            event_type: events::CLOSED,
+            payload,
         })
         .collect();
-    for group in new.chunk_by(|a, b| a.0 == b.0) {
-        let tenant = group[0].0;
-        let events: Vec<NewEvent<'_>> = group.iter().map(|(_, e)| *e).collect();
-        store::events::insert_many(&mut tx, tenant, &events).await?;
-    }
+    store::events::insert_many(&mut tx, &new).await?;
     tx.commit().await?;
     for ((row, seconds), (reason, _)) in closed.iter().zip(&payloads) {
         tracing::info!(session_id = %SessionId(row.session_id), reason = reason.as_str(), seconds, "session closed");

@@ -45,17 +45,20 @@ pub async fn insert(
     payload: &serde_json::Value,
 ) -> sqlx::Result<i64> {
     let event = NewEvent {
+        tenant_id,
         session_id,
         event_type,
         payload,
     };
-    let ids = insert_many(tx, tenant_id, &[event]).await?;
+    let ids = insert_many(tx, &[event]).await?;
     ids.first().copied().ok_or(sqlx::Error::RowNotFound)
 }
 
 /// One event to append with [`insert_many`].
 #[derive(Debug, Clone, Copy)]
 pub struct NewEvent<'a> {
+    /// Owner.
+    pub tenant_id: Uuid,
     /// The session it is about, if any.
     pub session_id: Option<Uuid>,
     /// e.g. `session.closed`.
@@ -64,30 +67,30 @@ pub struct NewEvent<'a> {
     pub payload: &'a serde_json::Value,
 }
 
-/// [`insert`] for many events of one tenant: the rows and their webhook deliveries in one
+/// [`insert`] for many events, of any tenants: the rows and their webhook deliveries in one
 /// statement each. Ids follow the slice's order.
 #[tracing::instrument(skip_all, fields(events = events.len()))]
 pub async fn insert_many(
     tx: &mut Transaction<'_, Postgres>,
-    tenant_id: Uuid,
     events: &[NewEvent<'_>],
 ) -> sqlx::Result<Vec<i64>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
+    let tenants: Vec<Uuid> = events.iter().map(|e| e.tenant_id).collect();
     let sessions: Vec<Option<Uuid>> = events.iter().map(|e| e.session_id).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
     let payloads: Vec<Json<&serde_json::Value>> = events.iter().map(|e| Json(e.payload)).collect();
     // `with ordinality` + `order by` makes the sequence hand out ids in the slice's order.
     let event_ids: Vec<i64> = sqlx::query_scalar(
         "insert into session_events (tenant_id, session_id, event_type, payload)
-         select $1, e.session_id, e.event_type, e.payload
-         from unnest($2::uuid[], $3::text[], $4::jsonb[]) with ordinality
-              as e(session_id, event_type, payload, n)
+         select e.tenant_id, e.session_id, e.event_type, e.payload
+         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[]) with ordinality
+              as e(tenant_id, session_id, event_type, payload, n)
          order by e.n
          returning event_id",
     )
-    .bind(tenant_id)
+    .bind(&tenants)
     .bind(&sessions)
     .bind(&types)
     .bind(&payloads)
@@ -96,10 +99,10 @@ pub async fn insert_many(
     sqlx::query(
         "insert into webhook_deliveries (endpoint_id, event_id)
          select w.endpoint_id, e.event_id
-         from webhook_endpoints w, unnest($2::int8[]) as e(event_id)
-         where w.tenant_id = $1 and w.enabled",
+         from unnest($1::uuid[], $2::int8[]) as e(tenant_id, event_id)
+         join webhook_endpoints w on w.tenant_id = e.tenant_id and w.enabled",
     )
-    .bind(tenant_id)
+    .bind(&tenants)
     .bind(&event_ids)
     .execute(&mut **tx)
     .await?;

@@ -308,21 +308,10 @@ pub async fn schedule_close_retry(
     Ok(())
 }
 
-/// Marks a closing session closed and charges its seconds to the ledger, once. Returns the row
-/// and the seconds charged. Run it in a transaction so the state and the charge land together.
-#[tracing::instrument(skip_all)]
-pub async fn finish_close(
-    conn: &mut PgConnection,
-    session_id: Uuid,
-    final_status: Option<i16>,
-) -> sqlx::Result<Option<(SessionRow, i64)>> {
-    Ok(finish_close_many(conn, &[(session_id, final_status)])
-        .await?
-        .pop())
-}
-
-/// [`finish_close`] for many sessions in two statements. Sessions no longer `closing` (another
-/// closer settled them) are left out of the answer.
+/// Marks closing sessions closed and charges their seconds to the ledger, once each, in two
+/// statements. Returns the rows and the seconds charged; sessions no longer `closing` (another
+/// closer settled them) are left out. Run it in a transaction so the states and the charges land
+/// together.
 #[tracing::instrument(skip_all, fields(sessions = closes.len()))]
 pub async fn finish_close_many(
     conn: &mut PgConnection,
