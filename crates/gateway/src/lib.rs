@@ -4,6 +4,7 @@
 //! the provider's API through it; the gateway holds the provider's credentials, keeps the
 //! upstream token in Redis, and records tenants, sessions, quotas and usage in Postgres.
 
+pub mod activity;
 pub mod archive;
 pub mod auth;
 pub mod cache;
@@ -17,6 +18,7 @@ pub mod net_guard;
 pub mod rate_limit;
 pub mod server;
 pub mod service;
+pub mod session_cache;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

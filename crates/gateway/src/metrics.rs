@@ -60,6 +60,9 @@ pub const RATE_LIMIT_DECISIONS: &str = "faceswap_rate_limit_decisions_total";
 /// Counter: rate-limit scripts run in Redis. Each counts a batch of one tenant's requests, so
 /// `redis` decisions divided by this is the batching factor.
 pub const RATE_LIMIT_SCRIPTS: &str = "faceswap_rate_limit_redis_scripts_total";
+/// Counter `{result}`: tenant calls naming a session, by where the session was found: `hit`
+/// (this replica's memory, no Postgres read) or `miss` (read from Postgres).
+pub const SESSION_CACHE_LOOKUPS: &str = "faceswap_session_cache_lookups_total";
 
 /// How a metric is exposed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +212,12 @@ pub const ALL: &[MetricDef] = &[
         Kind::Counter,
         &[],
         "Rate-limit scripts run in Redis, each deciding a batch of one tenant's requests",
+    ),
+    def(
+        SESSION_CACHE_LOOKUPS,
+        Kind::Counter,
+        &["result"],
+        "Tenant calls naming a session: hit = served from this replica's memory, miss = read from Postgres",
     ),
 ];
 
@@ -468,6 +477,12 @@ pub fn rate_limit_decision(
 /// Records one rate-limit script sent to Redis.
 pub fn rate_limit_script() {
     metrics::counter!(RATE_LIMIT_SCRIPTS).increment(1);
+}
+
+/// Records where a tenant call found its session (see [`SESSION_CACHE_LOOKUPS`]).
+pub fn session_cache_lookup(hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    metrics::counter!(SESSION_CACHE_LOOKUPS, "result" => result).increment(1);
 }
 
 /// Records a settled close with its reason.

@@ -133,6 +133,8 @@ impl Application {
             revocations: Arc::default(),
             rate_limits: Arc::new(crate::rate_limit::RateLimiter::new(cache.clone())),
             admins: Arc::new(config.admin_tokens.clone()),
+            session_cache: Arc::default(),
+            activity: Arc::default(),
         };
         state.revocations.refresh(&state.db).await?;
         state.rate_limits.rates.refresh(&state.db).await?;
@@ -190,6 +192,18 @@ impl Application {
                 stop.clone(),
             );
             worker_tasks.spawn(async move { limits.rates.run_until_stopped(db, stop).await });
+        }
+        if self.role.serves_api() {
+            let (cache, activity, db, stop) = (
+                self.state.session_cache.clone(),
+                self.state.activity.clone(),
+                self.state.db.clone(),
+                stop.clone(),
+            );
+            let (db2, stop2) = (db.clone(), stop.clone());
+            worker_tasks.spawn(async move { cache.run_until_stopped(db2, stop2).await });
+            // Flushes once more when stopped, after the last request was answered.
+            worker_tasks.spawn(async move { activity.run_until_stopped(db, stop).await });
         }
         let draining = self.state.draining.clone();
         let drain_delay = self.drain_delay;

@@ -80,6 +80,10 @@ pub struct AppState {
     pub archive: Arc<crate::archive::Archive>,
     /// Per-tenant request rates.
     pub rate_limits: Arc<crate::rate_limit::RateLimiter>,
+    /// Open sessions read recently (filled only while change announcements are followed).
+    pub session_cache: Arc<crate::session_cache::SessionCache>,
+    /// Activity on sessions served from that cache, not yet written.
+    pub activity: Arc<crate::activity::PendingActivity>,
 }
 
 impl AppState {

@@ -170,15 +170,26 @@ pub async fn mark_lost(
     Ok(())
 }
 
+/// The tenant's session, its activity recorded: from memory when this replica has it (the
+/// activity is then written in the next batch), else read (and activity written) in Postgres.
 async fn find_live(
     state: &AppState,
     tenant: TenantId,
     id: SessionId,
 ) -> Result<SessionRow, ApiError> {
+    if let Some(mut row) = state.session_cache.get(tenant.0, id.0) {
+        crate::metrics::session_cache_lookup(true);
+        state.activity.record(id.0);
+        row.last_activity_at = chrono::Utc::now();
+        return Ok(row);
+    }
+    crate::metrics::session_cache_lookup(false);
+    let ticket = state.session_cache.ticket();
     let mut conn = state.db.acquire().await?;
     let row = store::sessions::touch(&mut conn, tenant.0, id.0)
         .await?
         .ok_or(ApiError::NotFound("session"))?;
+    state.session_cache.remember(ticket, &row);
     Ok(row)
 }
 
@@ -211,7 +222,11 @@ pub async fn info(
             let upstream_id = upstream_id.clone();
             async move { upstream.info(&token, &upstream_id).await }
         })
-        .await?;
+        .await
+        .inspect_err(|_| {
+            // The session may have changed in ways not announced yet: the next call reads it.
+            state.session_cache.forget(id.0);
+        })?;
     crate::service::archive::record_live(state, &row, &live).await;
     crate::service::status::record(state, row, i16::from(live.faceswap_status.as_u8())).await
 }

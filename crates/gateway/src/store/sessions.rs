@@ -11,6 +11,10 @@ use crate::domain::session::CloseReason;
 
 /// How finely tenant activity on a session is recorded, in seconds (see [`touch`]).
 pub const ACTIVITY_RESOLUTION_SECONDS: f64 = 1.0;
+/// Most the stored activity may lag the last call: the resolution, plus the period at which
+/// calls served from memory are written ([`crate::activity::FLUSH_EVERY`]). Idle timeouts are
+/// extended by this much, so no session is closed as idle early.
+pub const ACTIVITY_LAG_SECONDS: f64 = 1.5;
 
 /// The columns of [`SessionRow`], as a literal so queries stay `&'static str`.
 macro_rules! columns {
@@ -184,8 +188,8 @@ pub async fn find(
 ///
 /// Activity is stored to [`ACTIVITY_RESOLUTION_SECONDS`]: within that time of the stored value
 /// the row is only read, so a session called many times a second costs no write, no WAL flush
-/// and no wait on its row lock. The reaper adds the resolution to every idle timeout, so a
-/// session is never closed as idle early.
+/// and no wait on its row lock. The reaper adds [`ACTIVITY_LAG_SECONDS`] to every idle
+/// timeout, so a session is never closed as idle early.
 #[tracing::instrument(skip_all)]
 pub async fn touch(
     conn: &mut PgConnection,
@@ -214,6 +218,27 @@ pub async fn touch(
     .bind(ACTIVITY_RESOLUTION_SECONDS)
     .fetch_optional(conn)
     .await
+}
+
+/// Records activity on many sessions at once (see [`crate::activity`]); only rows whose stored
+/// activity is older than the resolution are written. Rows are locked in id order (`ids`
+/// sorted), so two writers of overlapping batches cannot deadlock each other.
+#[tracing::instrument(skip_all)]
+pub async fn touch_many(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<()> {
+    sqlx::query(
+        "update sessions set last_activity_at = now()
+          where session_id in (
+                select session_id from sessions
+                 where session_id = any($1) and state = 'open'
+                   and last_activity_at < now() - make_interval(secs => $2)
+                 order by session_id
+                   for no key update)",
+    )
+    .bind(ids)
+    .bind(ACTIVITY_RESOLUTION_SECONDS)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Stores a new upstream status if the stored one is still `from` (compare-and-set, so two
@@ -492,7 +517,7 @@ pub async fn due_for_reaping(
     )
     .bind(queue_timeout.as_secs_f64())
     .bind(batch)
-    .bind(ACTIVITY_RESOLUTION_SECONDS)
+    .bind(ACTIVITY_LAG_SECONDS)
     .fetch_all(conn)
     .await
 }
@@ -524,7 +549,7 @@ pub async fn claim_many_for_close(
     .bind(&ids)
     .bind(&reasons)
     .bind(lease.as_secs_f64())
-    .bind(ACTIVITY_RESOLUTION_SECONDS)
+    .bind(ACTIVITY_LAG_SECONDS)
     .fetch_all(conn)
     .await
 }

@@ -25,6 +25,7 @@ mod rate_limits;
 mod redis_cluster;
 mod replicas;
 mod seed;
+mod session_cache;
 mod sessions;
 mod shutdown;
 mod signing_keys;

@@ -1,0 +1,186 @@
+//! Open sessions served from a replica's memory: never stale past an announced change, activity
+//! still written, and nothing trusted across a lost listener.
+
+use std::time::Duration;
+
+use faceswap_testkit::{TestApp, eventually};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+async fn listening(app: &TestApp) {
+    eventually(
+        Duration::from_secs(5),
+        "the session cache listening",
+        || async { app.state.session_cache.is_listening().then_some(()) },
+    )
+    .await;
+}
+
+async fn open_session(app: &TestApp) -> (String, String) {
+    let tenant = app.tenant(10, None).await;
+    let token = app.token(&tenant).await;
+    let (status, created) = app.create_session(&token).await;
+    assert_eq!(status, 200, "{created}");
+    (token, created["data"]["_id"].as_str().unwrap().to_owned())
+}
+
+async fn info(app: &TestApp, token: &str, id: &str) -> Value {
+    let (status, body) = app
+        .post(
+            "/api/open/v3/faceswap/live/info",
+            &json!({ "_id": id }),
+            Some(token),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["data"].clone()
+}
+
+fn uuid_of(id: &str) -> uuid::Uuid {
+    faceswap_gateway::domain::ids::SessionId::parse(id)
+        .unwrap()
+        .0
+}
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn info_on_a_session_read_before_reads_nothing_from_postgres(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    listening(&app).await;
+    let (token, id) = open_session(&app).await;
+    info(&app, &token, &id).await;
+    assert_eq!(app.state.session_cache.len(), 1);
+    // A change made without its announcement is invisible to calls served from memory; the
+    // same change announced is seen.
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("alter table sessions disable trigger sessions_changed")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("update sessions set channel_id = 'changed-quietly' where session_id = $1")
+        .bind(uuid_of(&id))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("alter table sessions enable trigger sessions_changed")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_ne!(
+        info(&app, &token, &id).await["channel_id"],
+        "changed-quietly"
+    );
+
+    sqlx::query("update sessions set channel_id = 'changed' where session_id = $1")
+        .bind(uuid_of(&id))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "the announced change", || async {
+        (info(&app, &token, &id).await["channel_id"] == "changed").then_some(())
+    })
+    .await;
+}
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn a_session_closed_through_another_replica_is_not_served_open(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let other = app.spawn_replica().await;
+    listening(&app).await;
+    let (token, id) = open_session(&app).await;
+    assert_eq!(info(&app, &token, &id).await["state"], "open");
+    assert_eq!(app.state.session_cache.len(), 1);
+
+    let (status, body) = other
+        .post(
+            "/api/open/v3/faceswap/live/close",
+            &json!({ "_id": id }),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    eventually(Duration::from_secs(5), "the close announced", || async {
+        app.state.session_cache.is_empty().then_some(())
+    })
+    .await;
+    let seen = info(&app, &token, &id).await;
+    assert_eq!(seen["state"], "closed", "{seen}");
+    assert!(
+        app.state.session_cache.is_empty(),
+        "closed sessions are not remembered"
+    );
+}
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn activity_on_a_session_served_from_memory_is_written(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    listening(&app).await;
+    let (token, id) = open_session(&app).await;
+    info(&app, &token, &id).await;
+    // Activity alone is not announced, so the replica keeps serving the session from memory.
+    sqlx::query(
+        "update sessions set last_activity_at = now() - interval '30 seconds' where session_id = $1",
+    )
+    .bind(uuid_of(&id))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(app.state.session_cache.len(), 1);
+    info(&app, &token, &id).await;
+    eventually(Duration::from_secs(5), "the activity written", || async {
+        let age: f64 = sqlx::query_scalar(
+            "select extract(epoch from now() - last_activity_at)::float8 from sessions where session_id = $1",
+        )
+        .bind(uuid_of(&id))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        (age < 5.0).then_some(())
+    })
+    .await;
+}
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn a_lost_listener_empties_the_cache_until_it_listens_again(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    listening(&app).await;
+    let (token, id) = open_session(&app).await;
+    info(&app, &token, &id).await;
+    assert_eq!(app.state.session_cache.len(), 1);
+
+    // Announcements made while the listener is away are lost, so nothing remembered before
+    // may be served after: the session closed meanwhile must be answered closed.
+    let mut tx = app.pool.begin().await.unwrap();
+    let terminated: Vec<bool> = sqlx::query_scalar(
+        "select pg_terminate_backend(pid) from pg_stat_activity
+          where datname = current_database() and query like 'LISTEN%'",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(terminated, [true], "one listener per replica");
+    sqlx::query("alter table sessions disable trigger sessions_changed")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "update sessions set state = 'closed', closed_at = now(), close_reason = 'reconciled'
+          where session_id = $1",
+    )
+    .bind(uuid_of(&id))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("alter table sessions enable trigger sessions_changed")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    eventually(Duration::from_secs(5), "the cache emptied", || async {
+        app.state.session_cache.is_empty().then_some(())
+    })
+    .await;
+    listening(&app).await;
+    assert_eq!(info(&app, &token, &id).await["state"], "closed");
+}
