@@ -222,9 +222,11 @@ pub fn markdown(r: &Results) -> String {
     if let Some(f) = &r.info {
         let _ = writeln!(
             md,
-            "\n## 3. `info` on an open session\n\nThe gateway reads the session (Postgres), \
-             asks the upstream and records its status; nginx and direct call the simulator's \
-             `info` with the upstream id. {CONNECTIONS} connections.\n"
+            "\n## 3. `info` on an open session\n\nThe gateway checks the JWT and the tenant's \
+             rate limit (Redis), finds the session (in its memory after the first call; \
+             Postgres announces changes), asks the upstream, records a changed status and \
+             writes the session's activity (batched, twice a second); nginx and direct call the \
+             simulator's `info` with the upstream id. {CONNECTIONS} connections.\n"
         );
         forwarding_table(&mut md, f);
     }

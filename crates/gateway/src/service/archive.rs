@@ -47,7 +47,16 @@ pub async fn record(
         return Ok(0);
     }
     let mut conn = state.db.acquire().await?;
-    let new = store::resources::insert_discovered(&mut conn, tenant_id, session_id, found).await?;
+    record_on(&mut conn, tenant_id, session_id, found).await
+}
+
+async fn record_on(
+    conn: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    session_id: Option<Uuid>,
+    found: &[Discovered],
+) -> Result<u64, sqlx::Error> {
+    let new = store::resources::insert_discovered(conn, tenant_id, session_id, found).await?;
     if new > 0 {
         tracing::info!(tenant_id = %TenantId(tenant_id), session_id = ?session_id.map(SessionId), new, "resources recorded for archiving");
     }
@@ -102,18 +111,21 @@ pub async fn check_session(state: &AppState, s: &UncheckedSession) -> anyhow::Re
             async move { upstream.info(&token, &upstream_id).await }
         })
         .await;
-    match info {
-        Ok(live) => {
-            let found = rules::from_live(&live.resources, fallback_deadline(&state.archive));
-            record(state, s.tenant_id, Some(s.session_id), &found).await?;
-        }
+    let found = match info {
+        Ok(live) => rules::from_live(&live.resources, fallback_deadline(&state.archive)),
         Err(UpstreamError::Business { code, .. }) if code == Code::PARAM_ERROR => {
             tracing::info!(session_id = %SessionId(s.session_id), "the upstream no longer knows the session; no resources to archive");
+            Vec::new()
         }
         Err(e) => return Err(e.into()),
+    };
+    // The resources and the mark together: one commit, and no second lookup after a crash.
+    let mut tx = state.db.begin().await?;
+    if !found.is_empty() {
+        record_on(&mut tx, s.tenant_id, Some(s.session_id), &found).await?;
     }
-    let mut conn = state.db.acquire().await?;
-    store::resources::mark_session_checked(&mut conn, s.session_id).await?;
+    store::resources::mark_session_checked(&mut tx, s.session_id).await?;
+    tx.commit().await?;
     Ok(())
 }
 
