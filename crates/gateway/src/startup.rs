@@ -113,7 +113,7 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on GATEWAY_BIND {}: {e}", config.bind))?;
-        let state = AppState {
+        let state = AppState::new(crate::http::Shared {
             db,
             cache: cache.clone(),
             upstream,
@@ -135,7 +135,7 @@ impl Application {
             admins: Arc::new(config.admin_tokens.clone()),
             session_cache: Arc::default(),
             activity: Arc::default(),
-        };
+        });
         state.revocations.refresh(&state.db).await?;
         state.rate_limits.rates.refresh(&state.db).await?;
         Ok(Self {

@@ -51,9 +51,28 @@ pub struct Settings {
     pub idempotency_ttl: std::time::Duration,
 }
 
-/// Everything the handlers share; each destructures what it uses.
+/// Everything the handlers share, behind one reference count: every request clones the state
+/// (extractors, middleware), and one atomic increment costs less than one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The state of a process.
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     /// Postgres.
     pub db: PgPool,
     /// Redis.
