@@ -42,6 +42,24 @@ fn uuid_of(id: &str) -> uuid::Uuid {
         .0
 }
 
+/// Runs `sql` (binding the session's uuid) with the change trigger off: a change whose
+/// announcement is lost.
+async fn change_unannounced(app: &TestApp, sql: &'static str, id: &str) {
+    let mut tx = app.pool.begin().await.unwrap();
+    for step in [
+        "alter table sessions disable trigger sessions_changed",
+        sql,
+        "alter table sessions enable trigger sessions_changed",
+    ] {
+        let mut query = sqlx::query(step);
+        if step == sql {
+            query = query.bind(uuid_of(id));
+        }
+        query.execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
 async fn info_on_a_session_read_before_reads_nothing_from_postgres(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
@@ -51,21 +69,12 @@ async fn info_on_a_session_read_before_reads_nothing_from_postgres(pool: PgPool)
     assert_eq!(app.state.session_cache.len(), 1);
     // A change made without its announcement is invisible to calls served from memory; the
     // same change announced is seen.
-    let mut tx = app.pool.begin().await.unwrap();
-    sqlx::query("alter table sessions disable trigger sessions_changed")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("update sessions set channel_id = 'changed-quietly' where session_id = $1")
-        .bind(uuid_of(&id))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("alter table sessions enable trigger sessions_changed")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    change_unannounced(
+        &app,
+        "update sessions set channel_id = 'changed-quietly' where session_id = $1",
+        &id,
+    )
+    .await;
     assert_ne!(
         info(&app, &token, &id).await["channel_id"],
         "changed-quietly"
@@ -150,32 +159,21 @@ async fn a_lost_listener_empties_the_cache_until_it_listens_again(pool: PgPool) 
 
     // Announcements made while the listener is away are lost, so nothing remembered before
     // may be served after: the session closed meanwhile must be answered closed.
-    let mut tx = app.pool.begin().await.unwrap();
     let terminated: Vec<bool> = sqlx::query_scalar(
         "select pg_terminate_backend(pid) from pg_stat_activity
           where datname = current_database() and query like 'LISTEN%'",
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(&app.pool)
     .await
     .unwrap();
     assert_eq!(terminated, [true], "one listener per replica");
-    sqlx::query("alter table sessions disable trigger sessions_changed")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query(
+    change_unannounced(
+        &app,
         "update sessions set state = 'closed', closed_at = now(), close_reason = 'reconciled'
           where session_id = $1",
+        &id,
     )
-    .bind(uuid_of(&id))
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    sqlx::query("alter table sessions enable trigger sessions_changed")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    .await;
 
     eventually(Duration::from_secs(5), "the cache emptied", || async {
         app.state.session_cache.is_empty().then_some(())
