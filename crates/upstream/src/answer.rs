@@ -43,6 +43,30 @@ pub(crate) fn success_envelope(
     Ok(envelope)
 }
 
+/// The data of a 2xx answer with code 1000, parsed straight into `T` (the hot path: one parse,
+/// no intermediate `Value`). Any other answer takes the general path, which names the error
+/// exactly as [`success_envelope`] does.
+pub(crate) fn success_data<T: serde::de::DeserializeOwned>(
+    call: Call,
+    status: StatusCode,
+    body: &[u8],
+) -> Result<T, UpstreamError> {
+    let no_data = || UpstreamError::Decode {
+        call,
+        message: "code 1000 but no data in the answer".to_owned(),
+    };
+    if status.is_success()
+        && let Ok(envelope) = serde_json::from_slice::<Envelope<T>>(body)
+        && envelope.code.is_success()
+    {
+        return envelope.data.ok_or_else(no_data);
+    }
+    let data = success_envelope(call, status, body)?
+        .data
+        .ok_or_else(no_data)?;
+    serde_json::from_value(data).map_err(|e| decode(call, e))
+}
+
 /// A non-2xx answer, with the code and message of either body shape when it is JSON.
 pub(crate) fn status_error(call: Call, status: StatusCode, body: &[u8]) -> UpstreamError {
     #[derive(Deserialize, Default)]
@@ -107,6 +131,45 @@ mod tests {
                 msg: "Bad Gateway (17 bytes of non-JSON body)".into()
             }
         );
+    }
+
+    #[test]
+    fn typed_data_is_read_from_a_success_and_every_other_answer_is_the_same_error() {
+        #[derive(Debug, Deserialize, PartialEq)]
+        struct Data {
+            n: u32,
+        }
+        let ok: Data = success_data(
+            Call::Info,
+            StatusCode::OK,
+            br#"{"code":1000,"msg":"success","data":{"n":7}}"#,
+        )
+        .unwrap();
+        assert_eq!(ok, Data { n: 7 });
+        for (status, body) in [
+            (StatusCode::OK, &br#"{"code":1003,"msg":"unknown _id"}"#[..]),
+            (
+                StatusCode::OK,
+                br#"{"code":1003,"msg":"bad","data":"not the shape"}"#,
+            ),
+            (StatusCode::OK, br#"{"code":1000,"msg":"success"}"#),
+            (
+                StatusCode::OK,
+                br#"{"code":1000,"msg":"success","data":{"n":"x"}}"#,
+            ),
+            (StatusCode::OK, b"<html>"),
+            (StatusCode::BAD_GATEWAY, br#"{"code":1000,"data":{"n":7}}"#),
+        ] {
+            let typed = success_data::<Data>(Call::Info, status, body).unwrap_err();
+            let general = success_envelope(Call::Info, status, body).and_then(|e| {
+                let data = e.data.ok_or_else(|| UpstreamError::Decode {
+                    call: Call::Info,
+                    message: "code 1000 but no data in the answer".to_owned(),
+                })?;
+                serde_json::from_value::<Data>(data).map_err(|e| decode(Call::Info, e))
+            });
+            assert_eq!(Err(typed), general, "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
 use serde::Deserialize;
 use url::Url;
 
-use crate::answer::{decode, status_error, success_envelope, to_json};
+use crate::answer::{decode, status_error, success_data, success_envelope, to_json};
 use crate::breaker::BreakerState;
 use crate::endpoints::Endpoints;
 use crate::policy::{CallPolicy, Guard, PolicyEvent, PolicyObserver};
@@ -339,14 +339,7 @@ impl UpstreamClient {
         req: &impl serde::Serialize,
     ) -> Result<LiveSession, UpstreamError> {
         let (status, body) = self.post(call, Some(token), to_json(call, req)?).await?;
-        let data =
-            success_envelope(call, status, &body)?
-                .data
-                .ok_or_else(|| UpstreamError::Decode {
-                    call,
-                    message: "code 1000 but no data in the answer".to_owned(),
-                })?;
-        serde_json::from_value(data).map_err(|e| decode(call, e))
+        success_data(call, status, &body)
     }
 
     /// Sends one POST and reads the whole answer, whatever its status. One span per call
