@@ -7,6 +7,16 @@ use faceswap_testkit::{TestApp, eventually};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
+/// A gateway whose upstream sessions stay queuing for the whole test: a status change would be
+/// recorded, and announced, by whichever `info` saw it first, dropping the session from memory
+/// at a moment the test does not choose.
+async fn spawn(pool: PgPool) -> TestApp {
+    TestApp::builder()
+        .sim_flags(&["--queue-delay-ms", "600000"])
+        .spawn(pool)
+        .await
+}
+
 async fn listening(app: &TestApp) {
     eventually(
         Duration::from_secs(5),
@@ -62,7 +72,7 @@ async fn change_unannounced(app: &TestApp, sql: &'static str, id: &str) {
 
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
 async fn info_on_a_session_read_before_reads_nothing_from_postgres(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = spawn(pool).await;
     listening(&app).await;
     let (token, id) = open_session(&app).await;
     info(&app, &token, &id).await;
@@ -93,7 +103,7 @@ async fn info_on_a_session_read_before_reads_nothing_from_postgres(pool: PgPool)
 
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
 async fn a_session_closed_through_another_replica_is_not_served_open(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = spawn(pool).await;
     let other = app.spawn_replica().await;
     listening(&app).await;
     let (token, id) = open_session(&app).await;
@@ -122,7 +132,7 @@ async fn a_session_closed_through_another_replica_is_not_served_open(pool: PgPoo
 
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
 async fn activity_on_a_session_served_from_memory_is_written(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = spawn(pool).await;
     listening(&app).await;
     let (token, id) = open_session(&app).await;
     info(&app, &token, &id).await;
@@ -151,7 +161,7 @@ async fn activity_on_a_session_served_from_memory_is_written(pool: PgPool) {
 
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
 async fn a_lost_listener_empties_the_cache_until_it_listens_again(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+    let app = spawn(pool).await;
     listening(&app).await;
     let (token, id) = open_session(&app).await;
     info(&app, &token, &id).await;
