@@ -67,7 +67,7 @@ impl SessionCache {
 
     /// The tenant's open session, if remembered and fresh.
     pub fn get(&self, tenant: Uuid, session: Uuid) -> Option<SessionRow> {
-        if !self.listening.load(Ordering::Acquire) {
+        if !self.is_listening() {
             return None;
         }
         let mut inner = self.lock();
@@ -86,7 +86,7 @@ impl SessionCache {
     /// Taken before reading a session from Postgres, so that [`remember`](Self::remember)
     /// can refuse the row if a change was announced meanwhile. `None` while not listening.
     pub fn ticket(&self) -> Option<Ticket> {
-        if !self.listening.load(Ordering::Acquire) {
+        if !self.is_listening() {
             return None;
         }
         Some(Ticket(self.lock().epoch))

@@ -194,23 +194,20 @@ impl Application {
             worker_tasks.spawn(async move { limits.rates.run_until_stopped(db, stop).await });
         }
         if self.role.serves_api() {
-            {
-                let (cache, db, stop) = (
-                    self.state.session_cache.clone(),
-                    self.state.db.clone(),
-                    stop.clone(),
-                );
-                worker_tasks.spawn(async move { cache.run_until_stopped(db, stop).await });
-            }
-            {
-                // Flushes once more when stopped, after the last request was answered.
-                let (activity, db, stop) = (
-                    self.state.activity.clone(),
-                    self.state.db.clone(),
-                    stop.clone(),
-                );
-                worker_tasks.spawn(async move { activity.run_until_stopped(db, stop).await });
-            }
+            let state = &self.state;
+            worker_tasks.spawn(
+                state
+                    .session_cache
+                    .clone()
+                    .run_until_stopped(state.db.clone(), stop.clone()),
+            );
+            // Flushes once more when stopped, after the last request was answered.
+            worker_tasks.spawn(
+                state
+                    .activity
+                    .clone()
+                    .run_until_stopped(state.db.clone(), stop.clone()),
+            );
         }
         let draining = self.state.draining.clone();
         let drain_delay = self.drain_delay;

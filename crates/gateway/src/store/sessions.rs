@@ -14,7 +14,8 @@ pub const ACTIVITY_RESOLUTION_SECONDS: f64 = 1.0;
 /// Most the stored activity may lag the last call: the resolution, plus the period at which
 /// calls served from memory are written ([`crate::activity::FLUSH_EVERY`]). Idle timeouts are
 /// extended by this much, so no session is closed as idle early.
-pub const ACTIVITY_LAG_SECONDS: f64 = 1.5;
+pub const ACTIVITY_LAG_SECONDS: f64 =
+    ACTIVITY_RESOLUTION_SECONDS + crate::activity::FLUSH_EVERY.as_secs_f64();
 
 /// The columns of [`SessionRow`], as a literal so queries stay `&'static str`.
 macro_rules! columns {
