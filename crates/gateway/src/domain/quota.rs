@@ -14,6 +14,9 @@ pub struct QuotaLimits {
 pub struct QuotaUsage {
     /// Sessions holding a slot: being created, open, or being closed.
     pub active_sessions: i64,
+    /// Those of them without a numbered slot below the limit: the limit was lowered under
+    /// their slot, or they were written before slots were numbered.
+    pub outside_slots: i64,
     /// Seconds charged for closed sessions plus seconds elapsed in open ones.
     pub seconds_used: i64,
 }
@@ -58,6 +61,50 @@ pub fn check_new_session(limits: QuotaLimits, usage: QuotaUsage) -> Result<(), Q
     Ok(())
 }
 
+/// Whether the numbered slots alone keep the tenant within its limit, so that creates may
+/// reserve side by side: only when every session holding quota has a slot below the limit.
+/// Otherwise free slots below the limit may outnumber the room left, and creates must take the
+/// tenant one at a time and count.
+pub fn slots_bound_the_count(usage: QuotaUsage) -> bool {
+    usage.outside_slots == 0
+}
+
+/// Slots looked at per attempt to reserve, from a random start: a tenant far from its limit
+/// finds a free one among the first few without reading all of them.
+pub const SLOT_WINDOW: i64 = 64;
+/// Attempts to reserve a slot; the last looks at every slot. An attempt fails only when its
+/// window is full or a create that committed first took the slot it chose.
+pub const SLOT_ATTEMPTS: u32 = 16;
+
+/// Which of a tenant's slots (numbered below its limit) a reservation looks at: `window` of
+/// them from `start`, wrapping at `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotSearch {
+    /// The tenant's limit.
+    pub limit: i64,
+    /// The first slot looked at.
+    pub start: i64,
+    /// How many are looked at.
+    pub window: i64,
+}
+
+impl SlotSearch {
+    /// The slots attempt `attempt` (from 0) looks at, `start` being any random number.
+    pub fn for_attempt(limit: i64, attempt: u32, start: u64) -> Self {
+        let limit = limit.max(1);
+        let window = if attempt + 1 >= SLOT_ATTEMPTS {
+            limit
+        } else {
+            limit.min(SLOT_WINDOW)
+        };
+        Self {
+            limit,
+            start: i64::try_from(start % limit.unsigned_abs()).unwrap_or(0),
+            window,
+        }
+    }
+}
+
 /// Seconds left of the budget, if there is one.
 pub fn seconds_remaining(limits: QuotaLimits, usage: QuotaUsage) -> Option<i64> {
     limits
@@ -77,6 +124,7 @@ mod tests {
     fn usage(active: i64, used: i64) -> QuotaUsage {
         QuotaUsage {
             active_sessions: active,
+            outside_slots: 0,
             seconds_used: used,
         }
     }
@@ -120,5 +168,37 @@ mod tests {
     fn remaining_seconds_never_go_negative() {
         assert_eq!(seconds_remaining(LIMITS, usage(0, 30)), Some(70));
         assert_eq!(seconds_remaining(LIMITS, usage(0, 130)), Some(0));
+    }
+
+    #[test]
+    fn a_session_without_a_slot_below_the_limit_makes_creates_count_one_at_a_time() {
+        assert!(slots_bound_the_count(usage(2, 0)));
+        let lowered = QuotaUsage {
+            outside_slots: 1,
+            ..usage(1, 0)
+        };
+        assert!(!slots_bound_the_count(lowered));
+    }
+
+    #[test]
+    fn early_attempts_look_at_a_window_from_the_start_and_the_last_at_every_slot() {
+        let first = SlotSearch::for_attempt(1000, 0, 1234);
+        assert_eq!(
+            first,
+            SlotSearch {
+                limit: 1000,
+                start: 234,
+                window: SLOT_WINDOW
+            }
+        );
+        let last = SlotSearch::for_attempt(1000, SLOT_ATTEMPTS - 1, 5);
+        assert_eq!((last.start, last.window), (5, 1000));
+    }
+
+    #[test]
+    fn a_limit_smaller_than_the_window_is_looked_at_whole() {
+        let search = SlotSearch::for_attempt(3, 0, u64::MAX);
+        assert_eq!(search.window, 3);
+        assert!((0..3).contains(&search.start), "{search:?}");
     }
 }

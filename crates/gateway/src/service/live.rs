@@ -12,6 +12,7 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::store;
 use crate::store::sessions::{ListQuery, SessionRow};
+use crate::store::tenants::CreateLock;
 
 /// Most source faces one session takes.
 pub const MAX_SOURCE_IMAGES: usize = 10;
@@ -99,17 +100,7 @@ pub async fn create(
     crate::http::observe::record_session(SessionId(session_id));
     let source_json = serde_json::to_value(&req.source_image).map_err(anyhow::Error::from)?;
 
-    let mut tx = state.db.begin().await?;
-    let tenant_row = store::tenants::lock(&mut tx, tenant.0)
-        .await?
-        .ok_or(ApiError::AuthInvalid("the tenant no longer exists"))?;
-    let limits = tenant_row.limits();
-    let usage =
-        store::sessions::quota_usage(&mut tx, tenant.0, limits.session_seconds_budget.is_some())
-            .await?;
-    quota::check_new_session(limits, usage)?;
-    store::sessions::insert_creating(&mut tx, session_id, tenant.0, &source_json).await?;
-    tx.commit().await?;
+    reserve(state, tenant, session_id, &source_json).await?;
 
     let created = state
         .upstream_tokens
@@ -145,6 +136,52 @@ pub async fn create(
             store::sessions::delete_creating(&mut conn, session_id).await?;
             Err(e.into())
         }
+    }
+}
+
+/// Writes the session's reservation in a free quota slot of its tenant, or refuses it. Creates of
+/// one tenant reserve side by side, kept within the limit by their numbered slots; when slots
+/// alone cannot do that (see [`quota::slots_bound_the_count`]) they take the tenant one at a time.
+async fn reserve(
+    state: &AppState,
+    tenant: TenantId,
+    session_id: Uuid,
+    source_json: &serde_json::Value,
+) -> Result<(), ApiError> {
+    let mut mode = CreateLock::Shared;
+    loop {
+        let mut tx = state.db.begin().await?;
+        let tenant_row = store::tenants::lock_for_create(&mut tx, tenant.0, mode)
+            .await?
+            .ok_or(ApiError::AuthInvalid("the tenant no longer exists"))?;
+        let limits = tenant_row.limits();
+        let count_seconds = limits.session_seconds_budget.is_some();
+        let limit = limits.max_concurrent_sessions;
+        let mut usage =
+            store::sessions::quota_usage(&mut tx, tenant.0, limit, count_seconds).await?;
+        if mode == CreateLock::Shared && !quota::slots_bound_the_count(usage) {
+            // Nothing written yet: start again holding the tenant alone.
+            mode = CreateLock::Exclusive;
+            continue;
+        }
+        for attempt in 0..quota::SLOT_ATTEMPTS {
+            quota::check_new_session(limits, usage)?;
+            let slots = quota::SlotSearch::for_attempt(limit, attempt, rand::random());
+            if store::sessions::insert_creating(&mut tx, session_id, tenant.0, source_json, slots)
+                .await?
+            {
+                tx.commit().await?;
+                return Ok(());
+            }
+            // Another create took the slot: count again, it may have been the last one.
+            usage = store::sessions::quota_usage(&mut tx, tenant.0, limit, count_seconds).await?;
+        }
+        return Err(anyhow::anyhow!(
+            "no free quota slot found in {} attempts while {} of {limit} were in use",
+            quota::SLOT_ATTEMPTS,
+            usage.active_sessions
+        )
+        .into());
     }
 }
 
@@ -373,8 +410,10 @@ pub async fn usage(state: &AppState, tenant: TenantId) -> Result<UsageView, ApiE
     let row = store::tenants::find(&mut conn, tenant.0)
         .await?
         .ok_or(ApiError::AuthInvalid("the tenant no longer exists"))?;
-    let used = store::sessions::quota_usage(&mut conn, tenant.0, true).await?;
     let limits = row.limits();
+    let used =
+        store::sessions::quota_usage(&mut conn, tenant.0, limits.max_concurrent_sessions, true)
+            .await?;
     Ok(UsageView {
         max_concurrent_sessions: limits.max_concurrent_sessions,
         active_sessions: used.active_sessions,

@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::domain::quota::QuotaUsage;
+use crate::domain::quota::{QuotaUsage, SlotSearch};
 use crate::domain::session::CloseReason;
 
 /// How finely tenant activity on a session is recorded, in seconds (see [`touch`]).
@@ -66,54 +66,78 @@ pub struct SessionRow {
     pub close_attempts: i32,
 }
 
-/// The tenant's current use of its quota: sessions holding a slot, and session-seconds charged
-/// plus those running in open sessions. With `count_seconds` false the seconds are not summed
-/// (`seconds_used` is 0): the sum reads every ledger row of the tenant, which a tenant without a
-/// budget need not pay for on each create.
+/// The tenant's current use of its quota: sessions holding a slot (and how many of them hold
+/// none below `limit`), and session-seconds charged plus those running in open sessions. With
+/// `count_seconds` false the seconds are not summed (`seconds_used` is 0): the sum reads every
+/// ledger row of the tenant, which a tenant without a budget need not pay for on each create.
 #[tracing::instrument(skip_all)]
 pub async fn quota_usage(
     conn: &mut PgConnection,
     tenant_id: Uuid,
+    limit: i64,
     count_seconds: bool,
 ) -> sqlx::Result<QuotaUsage> {
-    let (active_sessions, seconds_used): (i64, i64) = sqlx::query_as(
-        "select
-            (select count(*) from sessions
-              where tenant_id = $1 and state in ('creating', 'open', 'closing')),
+    let (active_sessions, outside_slots, seconds_used): (i64, i64, i64) = sqlx::query_as(
+        "select a.active, a.outside,
             case when $2 then
               (select coalesce(sum(seconds), 0)::bigint from usage_ledger where tenant_id = $1)
               + (select coalesce(sum(ceil(extract(epoch from now() - coalesce(opened_at, created_at)))), 0)::bigint
                    from sessions where tenant_id = $1 and state in ('open', 'closing'))
-            else 0 end",
+            else 0 end
+         from (select count(*) as active,
+                      count(*) filter (where slot is null or slot >= $3) as outside
+                 from sessions
+                where tenant_id = $1 and state in ('creating', 'open', 'closing')) a",
     )
     .bind(tenant_id)
     .bind(count_seconds)
+    .bind(limit)
     .fetch_one(conn)
     .await?;
     Ok(QuotaUsage {
         active_sessions,
+        outside_slots,
         seconds_used,
     })
 }
 
-/// Writes the reservation of a session about to be created upstream.
+/// Writes the reservation of a session about to be created upstream, in the first slot below
+/// `limit` that is free, looking at `window` slots from `start` on (wrapping at `limit`).
+/// `false` when none of them was free, or the one chosen was taken by a create that committed
+/// first: nothing was written.
 #[tracing::instrument(skip_all)]
 pub async fn insert_creating(
     conn: &mut PgConnection,
     session_id: Uuid,
     tenant_id: Uuid,
     source_image: &serde_json::Value,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "insert into sessions (session_id, tenant_id, state, source_image)
-         values ($1, $2, 'creating', $3)",
+    slots: SlotSearch,
+) -> sqlx::Result<bool> {
+    // A slot taken by a create still in flight is not seen as taken by the search: the insert
+    // then waits for that create's commit and writes nothing.
+    let inserted = sqlx::query(
+        "with free as (
+            select c.slot
+              from (select ((($5 + i) % $4))::int as slot
+                      from generate_series(0::bigint, $6 - 1) as i) c
+             where not exists (
+                   select 1 from sessions s
+                    where s.tenant_id = $2 and s.slot = c.slot
+                      and s.state in ('creating', 'open', 'closing'))
+             limit 1)
+         insert into sessions (session_id, tenant_id, state, source_image, slot)
+         select $1, $2, 'creating', $3, free.slot from free
+         on conflict (tenant_id, slot) where state in ('creating', 'open', 'closing') do nothing",
     )
     .bind(session_id)
     .bind(tenant_id)
     .bind(Json(source_image))
+    .bind(slots.limit)
+    .bind(slots.start)
+    .bind(slots.window)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(inserted.rows_affected() == 1)
 }
 
 /// Records the upstream session the moment it exists.

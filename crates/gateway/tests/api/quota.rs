@@ -97,3 +97,90 @@ async fn a_failed_upstream_create_releases_the_reservation(pool: PgPool) {
     let (status, resp) = app.create_session(&token).await;
     assert_eq!(status, 200, "the slot is free again: {resp}");
 }
+
+/// The tenant's id as stored (the test database holds one tenant).
+async fn only_tenant(pool: &PgPool) -> uuid::Uuid {
+    sqlx::query_scalar("select tenant_id from tenants")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn a_create_does_not_wait_for_another_creates_reservation_of_the_same_tenant(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let tenant = app.tenant(5, None).await;
+    let token = app.token(&tenant).await;
+    let tenant_id = only_tenant(&app.pool).await;
+    // Hold the tenant's row the way a create holds it until its reservation commits.
+    let mut reservation = app.pool.begin().await.unwrap();
+    sqlx::query("select 1 from tenants where tenant_id = $1 for share")
+        .bind(tenant_id)
+        .execute(&mut *reservation)
+        .await
+        .unwrap();
+    let (status, resp) = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        app.create_session(&token),
+    )
+    .await
+    .expect("the create went ahead while the other reservation was open");
+    assert_eq!(status, 200, "{resp}");
+    reservation.commit().await.unwrap();
+    assert_eq!(active_rows(&app.pool).await, 1);
+}
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn a_limit_lowered_under_sessions_in_high_slots_admits_only_the_room_left(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let tenant = app.tenant(5, None).await;
+    let token = app.token(&tenant).await;
+    let tenant_id = only_tenant(&app.pool).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let (status, resp) = app.create_session(&token).await;
+        assert_eq!(status, 200, "{resp}");
+        ids.push(resp["data"]["_id"].as_str().unwrap().to_owned());
+    }
+    // Close the sessions in slots 0–2: the two left hold slots 3 and 4.
+    let low: Vec<uuid::Uuid> =
+        sqlx::query_scalar("select session_id from sessions where tenant_id = $1 and slot < 3")
+            .bind(tenant_id)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(low.len(), 3, "five sessions, one per slot");
+    for id in &ids {
+        let uuid = faceswap_gateway::domain::ids::SessionId::parse(id)
+            .unwrap()
+            .0;
+        if low.contains(&uuid) {
+            let (status, resp) = app
+                .post(
+                    "/api/open/v3/faceswap/live/close",
+                    &json!({"_id": id}),
+                    Some(&token),
+                )
+                .await;
+            assert_eq!(status, 200, "{resp}");
+        }
+    }
+    sqlx::query("update tenants set max_concurrent_sessions = 3 where tenant_id = $1")
+        .bind(tenant_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    // Slots 0–2 are free, but only one more session fits under the new limit.
+    let answers = join_all((0..20).map(|_| app.create_session(&token))).await;
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(ok, 1, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .filter(|(s, _)| *s != 200)
+            .all(|(s, b)| *s == 429 && b["code"] == 1104),
+        "{answers:?}"
+    );
+    assert_eq!(active_rows(&app.pool).await, 3);
+}
