@@ -153,59 +153,103 @@ impl From<StorageError> for CopyError {
     }
 }
 
-/// What one archiving attempt came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attempt {
-    /// Stored, checksummed, recorded.
-    Archived,
-    /// Failed; retried later.
-    Retrying,
-    /// Failed for good.
-    Failed,
+/// One claimed resource after its copy, to be recorded with [`record_copies`].
+pub struct Copied {
+    row: ResourceRow,
+    outcome: Result<Stored, CopyError>,
+    started: Instant,
 }
 
-/// Downloads one claimed resource into object storage and records the outcome: archived (with
-/// a `resource.archived` event), a retry with exponential backoff and jitter, or failed for
-/// good (a refused URL, with a `resource.failed` event).
-pub async fn archive_one(
+/// Downloads one claimed resource into object storage; nothing is recorded yet.
+pub async fn copy_claimed(state: &AppState, row: ResourceRow, lease: Duration) -> Copied {
+    let started = Instant::now();
+    let outcome = copy(state, &row, lease).await;
+    Copied {
+        row,
+        outcome,
+        started,
+    }
+}
+
+/// Records what copies came to: those stored as archived, all in one transaction with their
+/// `resource.archived` events (one commit for the batch, not one per resource); a failed one
+/// gets a retry with exponential backoff and jitter, or fails for good (a refused URL, with a
+/// `resource.failed` event). On error the claims lapse and the copies are tried again.
+pub async fn record_copies(state: &AppState, copies: Vec<Copied>) -> anyhow::Result<()> {
+    let (stored, failed): (Vec<Copied>, Vec<Copied>) =
+        copies.into_iter().partition(|c| c.outcome.is_ok());
+    let stored: Vec<(ResourceRow, Stored, Instant)> = stored
+        .into_iter()
+        .filter_map(|c| c.outcome.ok().map(|s| (c.row, s, c.started)))
+        .collect();
+    if !stored.is_empty() {
+        record_archived(state, &stored).await?;
+    }
+    for copy in failed {
+        if let Err(error) = copy.outcome {
+            record_failure(state, &copy.row, error).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn record_archived(
+    state: &AppState,
+    stored: &[(ResourceRow, Stored, Instant)],
+) -> anyhow::Result<()> {
+    let archived: Vec<(Uuid, &Stored)> =
+        stored.iter().map(|(r, s, _)| (r.resource_id, s)).collect();
+    let mut tx = state.db.begin().await?;
+    let done = store::resources::mark_archived_many(&mut tx, &archived).await?;
+    let payloads: Vec<(&ResourceRow, serde_json::Value)> = done
+        .iter()
+        .filter_map(|row| {
+            let (_, s, _) = stored
+                .iter()
+                .find(|(r, _, _)| r.resource_id == row.resource_id)?;
+            let payload = rules::archived_event(
+                ResourceId(row.resource_id),
+                row.session_id.map(SessionId),
+                &row.kind,
+                row.upstream_expires_at,
+                s.size,
+                &s.content_type,
+                &s.sha256,
+            );
+            Some((row, payload))
+        })
+        .collect();
+    let events: Vec<store::events::NewEvent<'_>> = payloads
+        .iter()
+        .map(|(row, payload)| store::events::NewEvent {
+            tenant_id: row.tenant_id,
+            session_id: row.session_id,
+            event_type: rules::ARCHIVED,
+            payload,
+        })
+        .collect();
+    store::events::insert_many(&mut tx, &events).await?;
+    tx.commit().await?;
+    for (row, s, started) in stored {
+        let id = ResourceId(row.resource_id);
+        if done.iter().any(|d| d.resource_id == row.resource_id) {
+            tracing::info!(resource_id = %id, size = s.size, key = %s.object_key, elapsed_ms = started.elapsed().as_millis() as u64, "resource archived");
+        } else {
+            // Expired or archived by another worker meanwhile; the copy is harmless.
+            tracing::warn!(resource_id = %id, "resource left 'pending' while it was copied");
+        }
+    }
+    Ok(())
+}
+
+async fn record_failure(
     state: &AppState,
     row: &ResourceRow,
-    lease: Duration,
-) -> anyhow::Result<Attempt> {
-    let started = Instant::now();
+    error: CopyError,
+) -> anyhow::Result<()> {
     let id = ResourceId(row.resource_id);
-    match copy(state, row, lease).await {
-        Ok(stored) => {
-            let mut tx = state.db.begin().await?;
-            let Some(done) =
-                store::resources::mark_archived(&mut tx, row.resource_id, &stored).await?
-            else {
-                // Expired or archived by another worker meanwhile; the copy is harmless.
-                tracing::warn!(resource_id = %id, "resource left 'pending' while it was copied");
-                return Ok(Attempt::Archived);
-            };
-            let payload = rules::archived_event(
-                id,
-                done.session_id.map(SessionId),
-                &done.kind,
-                done.upstream_expires_at,
-                stored.size,
-                &stored.content_type,
-                &stored.sha256,
-            );
-            store::events::insert(
-                &mut tx,
-                done.tenant_id,
-                done.session_id,
-                rules::ARCHIVED,
-                &payload,
-            )
-            .await?;
-            tx.commit().await?;
-            tracing::info!(resource_id = %id, size = stored.size, key = %stored.object_key, elapsed_ms = started.elapsed().as_millis() as u64, "resource archived");
-            Ok(Attempt::Archived)
-        }
-        Err(CopyError::Refused(error)) => {
+    match error {
+        CopyError::Refused(error) => {
             let mut tx = state.db.begin().await?;
             if let Some(done) =
                 store::resources::mark_failed(&mut tx, row.resource_id, &error).await?
@@ -214,9 +258,8 @@ pub async fn archive_one(
             }
             tx.commit().await?;
             tracing::error!(resource_id = %id, error, "resource can never be archived");
-            Ok(Attempt::Failed)
         }
-        Err(CopyError::Failed(error)) => {
+        CopyError::Failed(error) => {
             let attempts = u32::try_from(row.attempts).unwrap_or(0).saturating_add(1);
             let left = (row.upstream_expires_at - Utc::now()).to_std().ok();
             let delay = rules::retry_delay(
@@ -228,9 +271,9 @@ pub async fn archive_one(
             tracing::warn!(resource_id = %id, attempts, error, ?delay, "archiving a resource failed; retry scheduled");
             let mut conn = state.db.acquire().await?;
             store::resources::schedule_retry(&mut conn, row.resource_id, delay, &error).await?;
-            Ok(Attempt::Retrying)
         }
     }
+    Ok(())
 }
 
 /// Streams the resource from its URL into object storage, hashing on the way, renewing the

@@ -157,27 +157,40 @@ pub struct Stored {
     pub sha256: String,
 }
 
-/// Marks a pending resource archived; `None` when it was not pending any more.
-#[tracing::instrument(skip_all)]
-pub async fn mark_archived(
+/// Marks pending resources archived, in one statement; those no longer pending are left out
+/// of the answer.
+#[tracing::instrument(skip_all, fields(resources = archived.len()))]
+pub async fn mark_archived_many(
     conn: &mut PgConnection,
-    resource_id: Uuid,
-    stored: &Stored,
-) -> sqlx::Result<Option<ResourceRow>> {
+    archived: &[(Uuid, &Stored)],
+) -> sqlx::Result<Vec<ResourceRow>> {
+    let ids: Vec<Uuid> = archived.iter().map(|(id, _)| *id).collect();
+    let keys: Vec<&str> = archived
+        .iter()
+        .map(|(_, s)| s.object_key.as_str())
+        .collect();
+    let sizes: Vec<i64> = archived.iter().map(|(_, s)| s.size).collect();
+    let types: Vec<&str> = archived
+        .iter()
+        .map(|(_, s)| s.content_type.as_str())
+        .collect();
+    let sums: Vec<&str> = archived.iter().map(|(_, s)| s.sha256.as_str()).collect();
     sqlx::query_as(concat!(
-        "update resources set state = 'archived', object_key = $2, size_bytes = $3,
-            content_type = $4, sha256 = $5, archived_at = now(), claimed_until = null,
-            last_error = null
-         where resource_id = $1 and state = 'pending'
+        "update resources set state = 'archived', object_key = f.stored_key,
+            size_bytes = f.stored_size, content_type = f.stored_type, sha256 = f.stored_sha256,
+            archived_at = now(), claimed_until = null, last_error = null
+         from unnest($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::text[])
+              as f(stored_id, stored_key, stored_size, stored_type, stored_sha256)
+         where resource_id = f.stored_id and state = 'pending'
          returning ",
         columns!()
     ))
-    .bind(resource_id)
-    .bind(&stored.object_key)
-    .bind(stored.size)
-    .bind(&stored.content_type)
-    .bind(&stored.sha256)
-    .fetch_optional(conn)
+    .bind(&ids)
+    .bind(&keys)
+    .bind(&sizes)
+    .bind(&types)
+    .bind(&sums)
+    .fetch_all(conn)
     .await
 }
 

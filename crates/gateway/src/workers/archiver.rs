@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use super::{Outcome, WorkerSettings};
 use crate::domain::ids::SessionId;
 use crate::http::AppState;
-use crate::service::archive::{self, Attempt};
+use crate::service::archive;
 use crate::store;
 
 /// Lookups of closed sessions in flight at once per step.
@@ -47,14 +47,16 @@ async fn copy_due(state: &AppState, settings: &WorkerSettings) -> anyhow::Result
     };
     let n = claimed.len();
     let lease = settings.lease;
+    // Copies run side by side; every one finished when the previous recording committed is
+    // recorded in the next (copies in flight pause meanwhile: a recording takes milliseconds).
     futures_util::stream::iter(claimed)
-        .for_each_concurrent(state.archive.settings.concurrency.max(1), |row| async move {
-            match archive::archive_one(state, &row, lease).await {
-                Ok(Attempt::Archived | Attempt::Retrying | Attempt::Failed) => {}
-                Err(e) => {
-                    // The claim lapses and the copy is tried again.
-                    tracing::warn!(resource_id = %crate::domain::ids::ResourceId(row.resource_id), error = %format!("{e:#}"), "recording an archive attempt failed");
-                }
+        .map(|row| archive::copy_claimed(state, row, lease))
+        .buffer_unordered(state.archive.settings.concurrency.max(1))
+        .ready_chunks(n.max(1))
+        .for_each(|copies| async move {
+            if let Err(e) = archive::record_copies(state, copies).await {
+                // The claims lapse and the copies are tried again.
+                tracing::warn!(error = %format!("{e:#}"), "recording archive attempts failed");
             }
         })
         .await;
