@@ -119,13 +119,14 @@ pub async fn check_session(state: &AppState, s: &UncheckedSession) -> anyhow::Re
         }
         Err(e) => return Err(e.into()),
     };
-    // The resources and the mark together: one commit, and no second lookup after a crash.
-    let mut tx = state.db.begin().await?;
-    if !found.is_empty() {
-        record_on(&mut tx, s.tenant_id, Some(s.session_id), &found).await?;
+    // The resources and the mark together: no second lookup after a crash.
+    let mut conn = state.db.acquire().await?;
+    let new =
+        store::resources::record_session_resources(&mut conn, s.tenant_id, s.session_id, &found)
+            .await?;
+    if new > 0 {
+        tracing::info!(tenant_id = %TenantId(s.tenant_id), session_id = %SessionId(s.session_id), new, "resources recorded for archiving");
     }
-    store::resources::mark_session_checked(&mut tx, s.session_id).await?;
-    tx.commit().await?;
     Ok(())
 }
 

@@ -60,6 +60,42 @@ pub struct ResourceRow {
     pub created_at: DateTime<Utc>,
 }
 
+/// The insert of discovered resources: `$1` tenant, `$2` session, `$3..$8` the columns (see
+/// [`bind_discovered`]); a URL already recorded for the tenant is left as it is.
+macro_rules! insert_discovered {
+    () => {
+        "insert into resources (resource_id, tenant_id, session_id, kind, source_url,
+            content_type, size_bytes, upstream_expires_at)
+         select r.id, $1, $2, r.kind, r.url, r.ctype, r.size, r.deadline
+         from unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+                     $8::timestamptz[]) as r(id, kind, url, ctype, size, deadline)
+         on conflict (tenant_id, md5(source_url)) do nothing"
+    };
+}
+
+fn bind_discovered<'q>(
+    sql: &'static str,
+    tenant_id: Uuid,
+    session_id: Option<Uuid>,
+    found: &'q [Discovered],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let ids: Vec<Uuid> = found.iter().map(|_| Uuid::now_v7()).collect();
+    let kinds: Vec<&str> = found.iter().map(|d| d.kind.as_str()).collect();
+    let urls: Vec<&str> = found.iter().map(|d| d.url.as_str()).collect();
+    let types: Vec<Option<&str>> = found.iter().map(|d| d.content_type.as_deref()).collect();
+    let sizes: Vec<Option<i64>> = found.iter().map(|d| d.size).collect();
+    let deadlines: Vec<DateTime<Utc>> = found.iter().map(|d| d.expires_at).collect();
+    sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(session_id)
+        .bind(ids)
+        .bind(kinds)
+        .bind(urls)
+        .bind(types)
+        .bind(sizes)
+        .bind(deadlines)
+}
+
 /// Records discovered resources; a URL already recorded for the tenant is left as it is.
 /// Returns how many were new.
 #[tracing::instrument(skip_all)]
@@ -72,31 +108,38 @@ pub async fn insert_discovered(
     if found.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<Uuid> = found.iter().map(|_| Uuid::now_v7()).collect();
-    let kinds: Vec<&str> = found.iter().map(|d| d.kind.as_str()).collect();
-    let urls: Vec<&str> = found.iter().map(|d| d.url.as_str()).collect();
-    let types: Vec<Option<&str>> = found.iter().map(|d| d.content_type.as_deref()).collect();
-    let sizes: Vec<Option<i64>> = found.iter().map(|d| d.size).collect();
-    let deadlines: Vec<DateTime<Utc>> = found.iter().map(|d| d.expires_at).collect();
-    let done = sqlx::query(
-        "insert into resources (resource_id, tenant_id, session_id, kind, source_url,
-            content_type, size_bytes, upstream_expires_at)
-         select r.id, $1, $2, r.kind, r.url, r.ctype, r.size, r.deadline
-         from unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::bigint[],
-                     $8::timestamptz[]) as r(id, kind, url, ctype, size, deadline)
-         on conflict (tenant_id, md5(source_url)) do nothing",
-    )
-    .bind(tenant_id)
-    .bind(session_id)
-    .bind(&ids)
-    .bind(&kinds)
-    .bind(&urls)
-    .bind(&types)
-    .bind(&sizes)
-    .bind(&deadlines)
-    .execute(conn)
-    .await?;
+    let done = bind_discovered(insert_discovered!(), tenant_id, session_id, found)
+        .execute(conn)
+        .await?;
     Ok(done.rows_affected())
+}
+
+/// Records a closed session's resources and marks it checked, in one statement (atomic, and a
+/// single round trip). Returns how many resources were new.
+#[tracing::instrument(skip_all)]
+pub async fn record_session_resources(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    session_id: Uuid,
+    found: &[Discovered],
+) -> sqlx::Result<i64> {
+    let row = bind_discovered(
+        concat!(
+            "with inserted as (",
+            insert_discovered!(),
+            " returning 1),
+             checked as (
+                update sessions set resources_checked_at = now(), claimed_until = null
+                where session_id = $2 and state = 'closed')
+             select count(*) from inserted"
+        ),
+        tenant_id,
+        Some(session_id),
+        found,
+    )
+    .fetch_one(conn)
+    .await?;
+    sqlx::Row::try_get(&row, 0)
 }
 
 /// Claims up to `batch` pending resources whose next attempt is due and whose deadline has not
@@ -461,19 +504,6 @@ pub async fn claim_unchecked_sessions(
     .bind(batch)
     .fetch_all(conn)
     .await
-}
-
-/// Records that a closed session's resources were looked up.
-#[tracing::instrument(skip_all)]
-pub async fn mark_session_checked(conn: &mut PgConnection, session_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query(
-        "update sessions set resources_checked_at = now(), claimed_until = null
-         where session_id = $1 and state = 'closed'",
-    )
-    .bind(session_id)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Puts off the next lookup of a closed session's resources (the last one failed).
