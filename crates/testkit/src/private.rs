@@ -8,8 +8,31 @@ use std::time::Duration;
 
 use crate::eventually;
 
-/// A loopback TCP port that is free right now.
+/// A loopback TCP port that is free right now, for a server started later on it. It is taken
+/// below the kernel's ephemeral range: a port from that range (what binding port 0 gives) can
+/// be handed to another socket or outgoing connection between this check and the server's own
+/// bind, or while a private server is down for a restart, and a test would then talk to a
+/// stranger.
 pub fn free_port() -> u16 {
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_from);
+    if high <= low + 1000 {
+        return any_free_port();
+    }
+    loop {
+        let random =
+            u16::try_from(uuid::Uuid::new_v4().as_u128() % u128::from(high - low)).unwrap_or(0);
+        let port = low + random;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn any_free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
