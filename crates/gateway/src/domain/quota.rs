@@ -69,11 +69,12 @@ pub fn slots_bound_the_count(usage: QuotaUsage) -> bool {
     usage.outside_slots == 0
 }
 
-/// Slots looked at per attempt to reserve, from a random start: a tenant far from its limit
-/// finds a free one among the first few without reading all of them.
+/// Slots looked at by a first attempt to reserve, from a random start: a tenant far from its
+/// limit finds a free one among them without reading all of them.
 pub const SLOT_WINDOW: i64 = 64;
-/// Attempts to reserve a slot; the last looks at every slot. An attempt fails only when its
-/// window is full or a create that committed first took the slot it chose.
+/// Attempts to reserve a slot. An attempt fails when a create that committed first took the
+/// slot it chose (then another window is tried) or when its window held no free slot (then
+/// every slot is looked at).
 pub const SLOT_ATTEMPTS: u32 = 16;
 
 /// Which of a tenant's slots (numbered below its limit) a reservation looks at: `window` of
@@ -89,20 +90,35 @@ pub struct SlotSearch {
 }
 
 impl SlotSearch {
-    /// The slots attempt `attempt` (from 0) looks at, `start` being any random number.
-    pub fn for_attempt(limit: i64, attempt: u32, start: u64) -> Self {
+    /// [`SLOT_WINDOW`] slots from `start` (any random number).
+    pub fn window(limit: i64, start: u64) -> Self {
+        let whole = Self::every(limit, start);
+        Self {
+            window: whole.window.min(SLOT_WINDOW),
+            ..whole
+        }
+    }
+
+    /// Every slot, from `start` (any random number) on.
+    pub fn every(limit: i64, start: u64) -> Self {
         let limit = limit.max(1);
-        let window = if attempt + 1 >= SLOT_ATTEMPTS {
-            limit
-        } else {
-            limit.min(SLOT_WINDOW)
-        };
         Self {
             limit,
             start: i64::try_from(start % limit.unsigned_abs()).unwrap_or(0),
-            window,
+            window: limit,
         }
     }
+}
+
+/// What an attempt to reserve a slot came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotAttempt {
+    /// The session holds a slot.
+    Reserved,
+    /// A create that committed first took the free slot found.
+    Taken,
+    /// No slot looked at was free.
+    NoneFree,
 }
 
 /// Seconds left of the budget, if there is one.
@@ -181,8 +197,8 @@ mod tests {
     }
 
     #[test]
-    fn early_attempts_look_at_a_window_from_the_start_and_the_last_at_every_slot() {
-        let first = SlotSearch::for_attempt(1000, 0, 1234);
+    fn a_window_starts_anywhere_below_the_limit_and_every_covers_all_slots() {
+        let first = SlotSearch::window(1000, 1234);
         assert_eq!(
             first,
             SlotSearch {
@@ -191,13 +207,13 @@ mod tests {
                 window: SLOT_WINDOW
             }
         );
-        let last = SlotSearch::for_attempt(1000, SLOT_ATTEMPTS - 1, 5);
-        assert_eq!((last.start, last.window), (5, 1000));
+        let all = SlotSearch::every(1000, 5);
+        assert_eq!((all.start, all.window), (5, 1000));
     }
 
     #[test]
     fn a_limit_smaller_than_the_window_is_looked_at_whole() {
-        let search = SlotSearch::for_attempt(3, 0, u64::MAX);
+        let search = SlotSearch::window(3, u64::MAX);
         assert_eq!(search.window, 3);
         assert!((0..3).contains(&search.start), "{search:?}");
     }

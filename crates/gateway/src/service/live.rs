@@ -164,16 +164,36 @@ async fn reserve(
             mode = CreateLock::Exclusive;
             continue;
         }
-        for attempt in 0..quota::SLOT_ATTEMPTS {
+        let mut look_at_every_slot = false;
+        for _ in 0..quota::SLOT_ATTEMPTS {
             quota::check_new_session(limits, usage)?;
-            let slots = quota::SlotSearch::for_attempt(limit, attempt, rand::random());
-            if store::sessions::insert_creating(&mut tx, session_id, tenant.0, source_json, slots)
-                .await?
+            let start = rand::random();
+            let slots = if look_at_every_slot {
+                quota::SlotSearch::every(limit, start)
+            } else {
+                quota::SlotSearch::window(limit, start)
+            };
+            match store::sessions::insert_creating(
+                &mut tx,
+                session_id,
+                tenant.0,
+                source_json,
+                slots,
+            )
+            .await?
             {
-                tx.commit().await?;
-                return Ok(());
+                quota::SlotAttempt::Reserved => {
+                    tx.commit().await?;
+                    return Ok(());
+                }
+                quota::SlotAttempt::NoneFree if !look_at_every_slot => {
+                    // A crowded window: the next attempt looks at every slot.
+                    look_at_every_slot = true;
+                    continue;
+                }
+                quota::SlotAttempt::NoneFree | quota::SlotAttempt::Taken => {}
             }
-            // Another create took the slot: count again, it may have been the last one.
+            // Slots were taken meanwhile: count again, the last one may be gone.
             usage = store::sessions::quota_usage(&mut tx, tenant.0, limit, count_seconds).await?;
         }
         return Err(anyhow::anyhow!(

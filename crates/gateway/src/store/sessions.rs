@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::domain::quota::{QuotaUsage, SlotSearch};
+use crate::domain::quota::{QuotaUsage, SlotAttempt, SlotSearch};
 use crate::domain::session::CloseReason;
 
 /// How finely tenant activity on a session is recorded, in seconds (see [`touch`]).
@@ -103,8 +103,7 @@ pub async fn quota_usage(
 
 /// Writes the reservation of a session about to be created upstream, in the first slot below
 /// `limit` that is free, looking at `window` slots from `start` on (wrapping at `limit`).
-/// `false` when none of them was free, or the one chosen was taken by a create that committed
-/// first: nothing was written.
+/// Nothing is written unless it says [`SlotAttempt::Reserved`].
 #[tracing::instrument(skip_all)]
 pub async fn insert_creating(
     conn: &mut PgConnection,
@@ -112,10 +111,10 @@ pub async fn insert_creating(
     tenant_id: Uuid,
     source_image: &serde_json::Value,
     slots: SlotSearch,
-) -> sqlx::Result<bool> {
+) -> sqlx::Result<SlotAttempt> {
     // A slot taken by a create still in flight is not seen as taken by the search: the insert
     // then waits for that create's commit and writes nothing.
-    let inserted = sqlx::query(
+    let (found, reserved): (bool, bool) = sqlx::query_as(
         "with free as (
             select c.slot
               from (select ((($5 + i) % $4))::int as slot
@@ -124,10 +123,14 @@ pub async fn insert_creating(
                    select 1 from sessions s
                     where s.tenant_id = $2 and s.slot = c.slot
                       and s.state in ('creating', 'open', 'closing'))
-             limit 1)
-         insert into sessions (session_id, tenant_id, state, source_image, slot)
-         select $1, $2, 'creating', $3, free.slot from free
-         on conflict (tenant_id, slot) where state in ('creating', 'open', 'closing') do nothing",
+             limit 1),
+          reserved as (
+            insert into sessions (session_id, tenant_id, state, source_image, slot)
+            select $1, $2, 'creating', $3, free.slot from free
+            on conflict (tenant_id, slot) where state in ('creating', 'open', 'closing')
+            do nothing
+            returning slot)
+         select exists (select 1 from free), exists (select 1 from reserved)",
     )
     .bind(session_id)
     .bind(tenant_id)
@@ -135,9 +138,13 @@ pub async fn insert_creating(
     .bind(slots.limit)
     .bind(slots.start)
     .bind(slots.window)
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(inserted.rows_affected() == 1)
+    Ok(match (found, reserved) {
+        (_, true) => SlotAttempt::Reserved,
+        (true, false) => SlotAttempt::Taken,
+        (false, false) => SlotAttempt::NoneFree,
+    })
 }
 
 /// Records the upstream session the moment it exists.

@@ -184,3 +184,34 @@ async fn a_limit_lowered_under_sessions_in_high_slots_admits_only_the_room_left(
     );
     assert_eq!(active_rows(&app.pool).await, 3);
 }
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn the_one_free_slot_among_thousands_taken_is_found_and_then_the_tenant_is_full(
+    pool: PgPool,
+) {
+    let app = TestApp::spawn(pool).await;
+    let tenant = app.tenant(5000, None).await;
+    let token = app.token(&tenant).await;
+    let tenant_id = only_tenant(&app.pool).await;
+    // Every slot but 3210 held by an open session.
+    sqlx::query(
+        "insert into sessions (session_id, tenant_id, state, source_image, slot)
+         select gen_random_uuid(), $1, 'open', '[]', s
+         from generate_series(0, 4999) s where s <> 3210",
+    )
+    .bind(tenant_id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    let (status, resp) = app.create_session(&token).await;
+    assert_eq!(status, 200, "{resp}");
+    let slot: i32 = sqlx::query_scalar("select slot from sessions where upstream_id is not null")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(slot, 3210);
+    let (status, resp) = app.create_session(&token).await;
+    assert_eq!((status, resp["code"].as_i64()), (429, Some(1104)), "{resp}");
+    assert_eq!(active_rows(&app.pool).await, 5000);
+}
