@@ -14,9 +14,6 @@ pub struct QuotaLimits {
 pub struct QuotaUsage {
     /// Sessions holding a slot: being created, open, or being closed.
     pub active_sessions: i64,
-    /// Those of them without a numbered slot below the limit: the limit was lowered under
-    /// their slot, or they were written before slots were numbered.
-    pub outside_slots: i64,
     /// Seconds charged for closed sessions plus seconds elapsed in open ones.
     pub seconds_used: i64,
 }
@@ -50,23 +47,26 @@ pub fn check_new_session(limits: QuotaLimits, usage: QuotaUsage) -> Result<(), Q
             max: limits.max_concurrent_sessions,
         });
     }
-    if let Some(budget) = limits.session_seconds_budget
-        && usage.seconds_used >= budget
-    {
-        return Err(QuotaError::BudgetSpent {
-            used: usage.seconds_used,
-            budget,
-        });
-    }
-    Ok(())
+    check_budget(limits, usage.seconds_used)
 }
 
-/// Whether the numbered slots alone keep the tenant within its limit, so that creates may
-/// reserve side by side: only when every session holding quota has a slot below the limit.
-/// Otherwise free slots below the limit may outnumber the room left, and creates must take the
-/// tenant one at a time and count.
-pub fn slots_bound_the_count(usage: QuotaUsage) -> bool {
-    usage.outside_slots == 0
+/// Whether the session-seconds budget, if any, has room left.
+pub fn check_budget(limits: QuotaLimits, seconds_used: i64) -> Result<(), QuotaError> {
+    match limits.session_seconds_budget {
+        Some(budget) if seconds_used >= budget => Err(QuotaError::BudgetSpent {
+            used: seconds_used,
+            budget,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The refusal when every slot below the limit is taken.
+pub fn all_slots_taken(limits: QuotaLimits) -> QuotaError {
+    QuotaError::ConcurrentLimit {
+        active: limits.max_concurrent_sessions,
+        max: limits.max_concurrent_sessions,
+    }
 }
 
 /// Slots looked at by a first attempt to reserve, from a random start: a tenant far from its
@@ -140,7 +140,6 @@ mod tests {
     fn usage(active: i64, used: i64) -> QuotaUsage {
         QuotaUsage {
             active_sessions: active,
-            outside_slots: 0,
             seconds_used: used,
         }
     }
@@ -187,13 +186,11 @@ mod tests {
     }
 
     #[test]
-    fn a_session_without_a_slot_below_the_limit_makes_creates_count_one_at_a_time() {
-        assert!(slots_bound_the_count(usage(2, 0)));
-        let lowered = QuotaUsage {
-            outside_slots: 1,
-            ..usage(1, 0)
-        };
-        assert!(!slots_bound_the_count(lowered));
+    fn with_every_slot_taken_the_refusal_names_the_limit_twice() {
+        assert_eq!(
+            all_slots_taken(LIMITS),
+            QuotaError::ConcurrentLimit { active: 2, max: 2 }
+        );
     }
 
     #[test]

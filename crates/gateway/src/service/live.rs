@@ -140,8 +140,9 @@ pub async fn create(
 }
 
 /// Writes the session's reservation in a free quota slot of its tenant, or refuses it. Creates of
-/// one tenant reserve side by side, kept within the limit by their numbered slots; when slots
-/// alone cannot do that (see [`quota::slots_bound_the_count`]) they take the tenant one at a time.
+/// one tenant reserve side by side, kept within the limit by their numbered slots, and count
+/// nothing; when a session holding quota has no slot below the limit (it was lowered), slots
+/// alone no longer bound the count, and creates take the tenant one at a time and count.
 async fn reserve(
     state: &AppState,
     tenant: TenantId,
@@ -156,53 +157,68 @@ async fn reserve(
             .ok_or(ApiError::AuthInvalid("the tenant no longer exists"))?;
         let limits = tenant_row.limits();
         let count_seconds = limits.session_seconds_budget.is_some();
-        let limit = limits.max_concurrent_sessions;
-        let mut usage =
-            store::sessions::quota_usage(&mut tx, tenant.0, limit, count_seconds).await?;
-        if mode == CreateLock::Shared && !quota::slots_bound_the_count(usage) {
-            // Nothing written yet: start again holding the tenant alone.
-            mode = CreateLock::Exclusive;
-            continue;
-        }
-        let mut look_at_every_slot = false;
-        for _ in 0..quota::SLOT_ATTEMPTS {
-            quota::check_new_session(limits, usage)?;
-            let start = rand::random();
-            let slots = if look_at_every_slot {
-                quota::SlotSearch::every(limit, start)
-            } else {
-                quota::SlotSearch::window(limit, start)
-            };
-            match store::sessions::insert_creating(
-                &mut tx,
-                session_id,
-                tenant.0,
-                source_json,
-                slots,
-            )
-            .await?
-            {
-                quota::SlotAttempt::Reserved => {
-                    tx.commit().await?;
-                    return Ok(());
-                }
-                quota::SlotAttempt::NoneFree if !look_at_every_slot => {
-                    // A crowded window: the next attempt looks at every slot.
-                    look_at_every_slot = true;
+        match mode {
+            CreateLock::Shared => {
+                let (outside, seconds_used) = store::sessions::slot_precheck(
+                    &mut tx,
+                    tenant.0,
+                    limits.max_concurrent_sessions,
+                    count_seconds,
+                )
+                .await?;
+                if outside {
+                    // Nothing written yet: start again holding the tenant alone.
+                    mode = CreateLock::Exclusive;
                     continue;
                 }
-                quota::SlotAttempt::NoneFree | quota::SlotAttempt::Taken => {}
+                quota::check_budget(limits, seconds_used)?;
             }
-            // Slots were taken meanwhile: count again, the last one may be gone.
-            usage = store::sessions::quota_usage(&mut tx, tenant.0, limit, count_seconds).await?;
+            CreateLock::Exclusive => {
+                let usage = store::sessions::quota_usage(&mut tx, tenant.0, count_seconds).await?;
+                quota::check_new_session(limits, usage)?;
+            }
         }
-        return Err(anyhow::anyhow!(
-            "no free quota slot found in {} attempts while {} of {limit} were in use",
-            quota::SLOT_ATTEMPTS,
-            usage.active_sessions
-        )
-        .into());
+        take_slot(&mut tx, tenant, session_id, source_json, limits).await?;
+        tx.commit().await?;
+        return Ok(());
     }
+}
+
+/// Writes the reservation in a free slot: first in a window from a random start, then, if
+/// that window is full, in any slot. With every slot taken the create is refused.
+async fn take_slot(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    session_id: Uuid,
+    source_json: &serde_json::Value,
+    limits: quota::QuotaLimits,
+) -> Result<(), ApiError> {
+    let limit = limits.max_concurrent_sessions;
+    let mut look_at_every_slot = false;
+    for _ in 0..quota::SLOT_ATTEMPTS {
+        let start = rand::random();
+        let slots = if look_at_every_slot {
+            quota::SlotSearch::every(limit, start)
+        } else {
+            quota::SlotSearch::window(limit, start)
+        };
+        match store::sessions::insert_creating(conn, session_id, tenant.0, source_json, slots)
+            .await?
+        {
+            quota::SlotAttempt::Reserved => return Ok(()),
+            quota::SlotAttempt::NoneFree if look_at_every_slot => {
+                return Err(quota::all_slots_taken(limits).into());
+            }
+            quota::SlotAttempt::NoneFree => look_at_every_slot = true,
+            // Another create took it first: try again from elsewhere.
+            quota::SlotAttempt::Taken => {}
+        }
+    }
+    Err(anyhow::anyhow!(
+        "every attempt at a free quota slot lost to another create ({} attempts)",
+        quota::SLOT_ATTEMPTS
+    )
+    .into())
 }
 
 /// Releases a reservation whose upstream outcome is unknown, with a `session.lost` event.
@@ -430,10 +446,8 @@ pub async fn usage(state: &AppState, tenant: TenantId) -> Result<UsageView, ApiE
     let row = store::tenants::find(&mut conn, tenant.0)
         .await?
         .ok_or(ApiError::AuthInvalid("the tenant no longer exists"))?;
+    let used = store::sessions::quota_usage(&mut conn, tenant.0, true).await?;
     let limits = row.limits();
-    let used =
-        store::sessions::quota_usage(&mut conn, tenant.0, limits.max_concurrent_sessions, true)
-            .await?;
     Ok(UsageView {
         max_concurrent_sessions: limits.max_concurrent_sessions,
         active_sessions: used.active_sessions,

@@ -66,39 +66,67 @@ pub struct SessionRow {
     pub close_attempts: i32,
 }
 
-/// The tenant's current use of its quota: sessions holding a slot (and how many of them hold
-/// none below `limit`), and session-seconds charged plus those running in open sessions. With
-/// `count_seconds` false the seconds are not summed (`seconds_used` is 0): the sum reads every
-/// ledger row of the tenant, which a tenant without a budget need not pay for on each create.
+/// The seconds a tenant (`$1`) has used: charged for closed sessions plus elapsed in open ones,
+/// or 0 unless `$2` (the sum reads every ledger row of the tenant, which a tenant without a
+/// budget need not pay for on each create).
+macro_rules! seconds_used {
+    () => {
+        "case when $2 then
+            (select coalesce(sum(seconds), 0)::bigint from usage_ledger where tenant_id = $1)
+            + (select coalesce(sum(ceil(extract(epoch from now() - coalesce(opened_at, created_at)))), 0)::bigint
+                 from sessions where tenant_id = $1 and state in ('open', 'closing'))
+          else 0 end"
+    };
+}
+
+/// The tenant's current use of its quota: sessions holding a slot, and (with `count_seconds`)
+/// session-seconds used.
 #[tracing::instrument(skip_all)]
 pub async fn quota_usage(
     conn: &mut PgConnection,
     tenant_id: Uuid,
-    limit: i64,
     count_seconds: bool,
 ) -> sqlx::Result<QuotaUsage> {
-    let (active_sessions, outside_slots, seconds_used): (i64, i64, i64) = sqlx::query_as(
-        "select a.active, a.outside,
-            case when $2 then
-              (select coalesce(sum(seconds), 0)::bigint from usage_ledger where tenant_id = $1)
-              + (select coalesce(sum(ceil(extract(epoch from now() - coalesce(opened_at, created_at)))), 0)::bigint
-                   from sessions where tenant_id = $1 and state in ('open', 'closing'))
-            else 0 end
-         from (select count(*) as active,
-                      count(*) filter (where slot is null or slot >= $3) as outside
-                 from sessions
-                where tenant_id = $1 and state in ('creating', 'open', 'closing')) a",
-    )
+    let (active_sessions, seconds_used): (i64, i64) = sqlx::query_as(concat!(
+        "select (select count(*) from sessions
+                  where tenant_id = $1 and state in ('creating', 'open', 'closing')), ",
+        seconds_used!()
+    ))
     .bind(tenant_id)
     .bind(count_seconds)
-    .bind(limit)
     .fetch_one(conn)
     .await?;
     Ok(QuotaUsage {
         active_sessions,
-        outside_slots,
         seconds_used,
     })
+}
+
+/// What a create checks before it takes a slot, without counting the tenant's sessions:
+/// whether any session holding quota has no slot below `limit` (the limit was lowered under
+/// it, or it was written before slots were numbered), and (with `count_seconds`) the seconds
+/// used. Both questions are answered from the slot index.
+#[tracing::instrument(skip_all)]
+pub async fn slot_precheck(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    limit: i64,
+    count_seconds: bool,
+) -> sqlx::Result<(bool, i64)> {
+    sqlx::query_as(concat!(
+        "select exists (select 1 from sessions
+                         where tenant_id = $1 and state in ('creating', 'open', 'closing')
+                           and slot >= $3)
+             or exists (select 1 from sessions
+                         where tenant_id = $1 and state in ('creating', 'open', 'closing')
+                           and slot is null), ",
+        seconds_used!()
+    ))
+    .bind(tenant_id)
+    .bind(count_seconds)
+    .bind(limit)
+    .fetch_one(conn)
+    .await
 }
 
 /// Writes the reservation of a session about to be created upstream, in the first slot below
