@@ -114,9 +114,11 @@ pub async fn slot_precheck(
     count_seconds: bool,
 ) -> sqlx::Result<(bool, i64)> {
     sqlx::query_as(concat!(
-        "select exists (select 1 from sessions
-                         where tenant_id = $1 and state in ('creating', 'open', 'closing')
-                           and slot >= $3)
+        // `max`, not `exists (... slot >= $3)`: a generic plan of the latter may scan every
+        // session of the tenant to find none, while `max` reads one end of the slot index.
+        "select coalesce((select max(slot) from sessions
+                           where tenant_id = $1 and state in ('creating', 'open', 'closing')),
+                         -1) >= $3
              or exists (select 1 from sessions
                          where tenant_id = $1 and state in ('creating', 'open', 'closing')
                            and slot is null), ",
