@@ -47,78 +47,15 @@ pub fn check_new_session(limits: QuotaLimits, usage: QuotaUsage) -> Result<(), Q
             max: limits.max_concurrent_sessions,
         });
     }
-    check_budget(limits, usage.seconds_used)
-}
-
-/// Whether the session-seconds budget, if any, has room left.
-pub fn check_budget(limits: QuotaLimits, seconds_used: i64) -> Result<(), QuotaError> {
-    match limits.session_seconds_budget {
-        Some(budget) if seconds_used >= budget => Err(QuotaError::BudgetSpent {
-            used: seconds_used,
+    if let Some(budget) = limits.session_seconds_budget
+        && usage.seconds_used >= budget
+    {
+        return Err(QuotaError::BudgetSpent {
+            used: usage.seconds_used,
             budget,
-        }),
-        _ => Ok(()),
+        });
     }
-}
-
-/// The refusal when every slot below the limit is taken.
-pub fn all_slots_taken(limits: QuotaLimits) -> QuotaError {
-    QuotaError::ConcurrentLimit {
-        active: limits.max_concurrent_sessions,
-        max: limits.max_concurrent_sessions,
-    }
-}
-
-/// Slots looked at by a first attempt to reserve, from a random start: a tenant far from its
-/// limit finds a free one among them without reading all of them.
-pub const SLOT_WINDOW: i64 = 64;
-/// Attempts to reserve a slot. An attempt fails when a create that committed first took the
-/// slot it chose (then another window is tried) or when its window held no free slot (then
-/// every slot is looked at).
-pub const SLOT_ATTEMPTS: u32 = 16;
-
-/// Which of a tenant's slots (numbered below its limit) a reservation looks at: `window` of
-/// them from `start`, wrapping at `limit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SlotSearch {
-    /// The tenant's limit.
-    pub limit: i64,
-    /// The first slot looked at.
-    pub start: i64,
-    /// How many are looked at.
-    pub window: i64,
-}
-
-impl SlotSearch {
-    /// [`SLOT_WINDOW`] slots from `start` (any random number).
-    pub fn window(limit: i64, start: u64) -> Self {
-        let whole = Self::every(limit, start);
-        Self {
-            window: whole.window.min(SLOT_WINDOW),
-            ..whole
-        }
-    }
-
-    /// Every slot, from `start` (any random number) on.
-    pub fn every(limit: i64, start: u64) -> Self {
-        let limit = limit.max(1);
-        Self {
-            limit,
-            start: i64::try_from(start % limit.unsigned_abs()).unwrap_or(0),
-            window: limit,
-        }
-    }
-}
-
-/// What an attempt to reserve a slot came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlotAttempt {
-    /// The session holds a slot.
-    Reserved,
-    /// A create that committed first took the free slot found.
-    Taken,
-    /// No slot looked at was free.
-    NoneFree,
+    Ok(())
 }
 
 /// Seconds left of the budget, if there is one.
@@ -183,35 +120,5 @@ mod tests {
     fn remaining_seconds_never_go_negative() {
         assert_eq!(seconds_remaining(LIMITS, usage(0, 30)), Some(70));
         assert_eq!(seconds_remaining(LIMITS, usage(0, 130)), Some(0));
-    }
-
-    #[test]
-    fn with_every_slot_taken_the_refusal_names_the_limit_twice() {
-        assert_eq!(
-            all_slots_taken(LIMITS),
-            QuotaError::ConcurrentLimit { active: 2, max: 2 }
-        );
-    }
-
-    #[test]
-    fn a_window_starts_anywhere_below_the_limit_and_every_covers_all_slots() {
-        let first = SlotSearch::window(1000, 1234);
-        assert_eq!(
-            first,
-            SlotSearch {
-                limit: 1000,
-                start: 234,
-                window: SLOT_WINDOW
-            }
-        );
-        let all = SlotSearch::every(1000, 5);
-        assert_eq!((all.start, all.window), (5, 1000));
-    }
-
-    #[test]
-    fn a_limit_smaller_than_the_window_is_looked_at_whole() {
-        let search = SlotSearch::window(3, u64::MAX);
-        assert_eq!(search.window, 3);
-        assert!((0..3).contains(&search.start), "{search:?}");
     }
 }

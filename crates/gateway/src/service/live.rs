@@ -12,7 +12,6 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::store;
 use crate::store::sessions::{ListQuery, SessionRow};
-use crate::store::tenants::CreateLock;
 
 /// Most source faces one session takes.
 pub const MAX_SOURCE_IMAGES: usize = 10;
@@ -100,7 +99,17 @@ pub async fn create(
     crate::http::observe::record_session(SessionId(session_id));
     let source_json = serde_json::to_value(&req.source_image).map_err(anyhow::Error::from)?;
 
-    reserve(state, tenant, session_id, &source_json).await?;
+    let mut tx = state.db.begin().await?;
+    let tenant_row = store::tenants::lock(&mut tx, tenant.0)
+        .await?
+        .ok_or(ApiError::AuthInvalid("the tenant no longer exists"))?;
+    let limits = tenant_row.limits();
+    let usage =
+        store::sessions::quota_usage(&mut tx, tenant.0, limits.session_seconds_budget.is_some())
+            .await?;
+    quota::check_new_session(limits, usage)?;
+    store::sessions::insert_creating(&mut tx, session_id, tenant.0, &source_json).await?;
+    tx.commit().await?;
 
     let created = state
         .upstream_tokens
@@ -137,88 +146,6 @@ pub async fn create(
             Err(e.into())
         }
     }
-}
-
-/// Writes the session's reservation in a free quota slot of its tenant, or refuses it. Creates of
-/// one tenant reserve side by side, kept within the limit by their numbered slots, and count
-/// nothing; when a session holding quota has no slot below the limit (it was lowered), slots
-/// alone no longer bound the count, and creates take the tenant one at a time and count.
-async fn reserve(
-    state: &AppState,
-    tenant: TenantId,
-    session_id: Uuid,
-    source_json: &serde_json::Value,
-) -> Result<(), ApiError> {
-    let mut mode = CreateLock::Shared;
-    loop {
-        let mut tx = state.db.begin().await?;
-        let tenant_row = store::tenants::lock_for_create(&mut tx, tenant.0, mode)
-            .await?
-            .ok_or(ApiError::AuthInvalid("the tenant no longer exists"))?;
-        let limits = tenant_row.limits();
-        let count_seconds = limits.session_seconds_budget.is_some();
-        match mode {
-            CreateLock::Shared => {
-                let (outside, seconds_used) = store::sessions::slot_precheck(
-                    &mut tx,
-                    tenant.0,
-                    limits.max_concurrent_sessions,
-                    count_seconds,
-                )
-                .await?;
-                if outside {
-                    // Nothing written yet: start again holding the tenant alone.
-                    mode = CreateLock::Exclusive;
-                    continue;
-                }
-                quota::check_budget(limits, seconds_used)?;
-            }
-            CreateLock::Exclusive => {
-                let usage = store::sessions::quota_usage(&mut tx, tenant.0, count_seconds).await?;
-                quota::check_new_session(limits, usage)?;
-            }
-        }
-        take_slot(&mut tx, tenant, session_id, source_json, limits).await?;
-        tx.commit().await?;
-        return Ok(());
-    }
-}
-
-/// Writes the reservation in a free slot: first in a window from a random start, then, if
-/// that window is full, in any slot. With every slot taken the create is refused.
-async fn take_slot(
-    conn: &mut sqlx::PgConnection,
-    tenant: TenantId,
-    session_id: Uuid,
-    source_json: &serde_json::Value,
-    limits: quota::QuotaLimits,
-) -> Result<(), ApiError> {
-    let limit = limits.max_concurrent_sessions;
-    let mut look_at_every_slot = false;
-    for _ in 0..quota::SLOT_ATTEMPTS {
-        let start = rand::random();
-        let slots = if look_at_every_slot {
-            quota::SlotSearch::every(limit, start)
-        } else {
-            quota::SlotSearch::window(limit, start)
-        };
-        match store::sessions::insert_creating(conn, session_id, tenant.0, source_json, slots)
-            .await?
-        {
-            quota::SlotAttempt::Reserved => return Ok(()),
-            quota::SlotAttempt::NoneFree if look_at_every_slot => {
-                return Err(quota::all_slots_taken(limits).into());
-            }
-            quota::SlotAttempt::NoneFree => look_at_every_slot = true,
-            // Another create took it first: try again from elsewhere.
-            quota::SlotAttempt::Taken => {}
-        }
-    }
-    Err(anyhow::anyhow!(
-        "every attempt at a free quota slot lost to another create ({} attempts)",
-        quota::SLOT_ATTEMPTS
-    )
-    .into())
 }
 
 /// Releases a reservation whose upstream outcome is unknown, with a `session.lost` event.

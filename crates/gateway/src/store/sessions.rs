@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::domain::quota::{QuotaUsage, SlotAttempt, SlotSearch};
+use crate::domain::quota::QuotaUsage;
 use crate::domain::session::CloseReason;
 
 /// How finely tenant activity on a session is recorded, in seconds (see [`touch`]).
@@ -66,32 +66,26 @@ pub struct SessionRow {
     pub close_attempts: i32,
 }
 
-/// The seconds a tenant (`$1`) has used: charged for closed sessions plus elapsed in open ones,
-/// or 0 unless `$2` (the sum reads every ledger row of the tenant, which a tenant without a
-/// budget need not pay for on each create).
-macro_rules! seconds_used {
-    () => {
-        "case when $2 then
-            (select coalesce(sum(seconds), 0)::bigint from usage_ledger where tenant_id = $1)
-            + (select coalesce(sum(ceil(extract(epoch from now() - coalesce(opened_at, created_at)))), 0)::bigint
-                 from sessions where tenant_id = $1 and state in ('open', 'closing'))
-          else 0 end"
-    };
-}
-
-/// The tenant's current use of its quota: sessions holding a slot, and (with `count_seconds`)
-/// session-seconds used.
+/// The tenant's current use of its quota: sessions holding a slot, and session-seconds charged
+/// plus those running in open sessions. With `count_seconds` false the seconds are not summed
+/// (`seconds_used` is 0): the sum reads every ledger row of the tenant, which a tenant without a
+/// budget need not pay for on each create.
 #[tracing::instrument(skip_all)]
 pub async fn quota_usage(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     count_seconds: bool,
 ) -> sqlx::Result<QuotaUsage> {
-    let (active_sessions, seconds_used): (i64, i64) = sqlx::query_as(concat!(
-        "select (select count(*) from sessions
-                  where tenant_id = $1 and state in ('creating', 'open', 'closing')), ",
-        seconds_used!()
-    ))
+    let (active_sessions, seconds_used): (i64, i64) = sqlx::query_as(
+        "select
+            (select count(*) from sessions
+              where tenant_id = $1 and state in ('creating', 'open', 'closing')),
+            case when $2 then
+              (select coalesce(sum(seconds), 0)::bigint from usage_ledger where tenant_id = $1)
+              + (select coalesce(sum(ceil(extract(epoch from now() - coalesce(opened_at, created_at)))), 0)::bigint
+                   from sessions where tenant_id = $1 and state in ('open', 'closing'))
+            else 0 end",
+    )
     .bind(tenant_id)
     .bind(count_seconds)
     .fetch_one(conn)
@@ -102,79 +96,24 @@ pub async fn quota_usage(
     })
 }
 
-/// What a create checks before it takes a slot, without counting the tenant's sessions:
-/// whether any session holding quota has no slot below `limit` (the limit was lowered under
-/// it, or it was written before slots were numbered), and (with `count_seconds`) the seconds
-/// used. Both questions are answered from the slot index.
-#[tracing::instrument(skip_all)]
-pub async fn slot_precheck(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    limit: i64,
-    count_seconds: bool,
-) -> sqlx::Result<(bool, i64)> {
-    sqlx::query_as(concat!(
-        // `max`, not `exists (... slot >= $3)`: a generic plan of the latter may scan every
-        // session of the tenant to find none, while `max` reads one end of the slot index.
-        "select coalesce((select max(slot) from sessions
-                           where tenant_id = $1 and state in ('creating', 'open', 'closing')),
-                         -1) >= $3
-             or exists (select 1 from sessions
-                         where tenant_id = $1 and state in ('creating', 'open', 'closing')
-                           and slot is null), ",
-        seconds_used!()
-    ))
-    .bind(tenant_id)
-    .bind(count_seconds)
-    .bind(limit)
-    .fetch_one(conn)
-    .await
-}
-
-/// Writes the reservation of a session about to be created upstream, in the first slot below
-/// `limit` that is free, looking at `window` slots from `start` on (wrapping at `limit`).
-/// Nothing is written unless it says [`SlotAttempt::Reserved`].
+/// Writes the reservation of a session about to be created upstream.
 #[tracing::instrument(skip_all)]
 pub async fn insert_creating(
     conn: &mut PgConnection,
     session_id: Uuid,
     tenant_id: Uuid,
     source_image: &serde_json::Value,
-    slots: SlotSearch,
-) -> sqlx::Result<SlotAttempt> {
-    // A slot taken by a create still in flight is not seen as taken by the search: the insert
-    // then waits for that create's commit and writes nothing.
-    let (found, reserved): (bool, bool) = sqlx::query_as(
-        "with free as (
-            select c.slot
-              from (select ((($5 + i) % $4))::int as slot
-                      from generate_series(0::bigint, $6 - 1) as i) c
-             where not exists (
-                   select 1 from sessions s
-                    where s.tenant_id = $2 and s.slot = c.slot
-                      and s.state in ('creating', 'open', 'closing'))
-             limit 1),
-          reserved as (
-            insert into sessions (session_id, tenant_id, state, source_image, slot)
-            select $1, $2, 'creating', $3, free.slot from free
-            on conflict (tenant_id, slot) where state in ('creating', 'open', 'closing')
-            do nothing
-            returning slot)
-         select exists (select 1 from free), exists (select 1 from reserved)",
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into sessions (session_id, tenant_id, state, source_image)
+         values ($1, $2, 'creating', $3)",
     )
     .bind(session_id)
     .bind(tenant_id)
     .bind(Json(source_image))
-    .bind(slots.limit)
-    .bind(slots.start)
-    .bind(slots.window)
-    .fetch_one(conn)
+    .execute(conn)
     .await?;
-    Ok(match (found, reserved) {
-        (_, true) => SlotAttempt::Reserved,
-        (true, false) => SlotAttempt::Taken,
-        (false, false) => SlotAttempt::NoneFree,
-    })
+    Ok(())
 }
 
 /// Records the upstream session the moment it exists.

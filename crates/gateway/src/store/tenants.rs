@@ -133,49 +133,31 @@ pub async fn insert(
     .await
 }
 
-/// The query of one tenant by id (`$1`), as a literal so that lock clauses can be added to it.
-macro_rules! select_tenant_by_id {
-    () => {
-        "select tenant_id, name, status, max_concurrent_sessions, session_seconds_budget,
-            idle_timeout_seconds, max_session_seconds, requests_per_second, burst, created_at
-         from tenants where tenant_id = $1"
-    };
-}
-
 /// A tenant by id.
 #[tracing::instrument(skip_all)]
 pub async fn find(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Option<TenantRow>> {
-    sqlx::query_as(select_tenant_by_id!())
-        .bind(tenant_id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(
+        "select tenant_id, name, status, max_concurrent_sessions, session_seconds_budget,
+            idle_timeout_seconds, max_session_seconds, requests_per_second, burst, created_at
+         from tenants where tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .fetch_optional(conn)
+    .await
 }
 
-/// How a create holds its tenant's row until its reservation commits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CreateLock {
-    /// Shared with other creates (their numbered slots keep them apart); a change to the
-    /// tenant (limits, suspension) waits for it, and it for the change.
-    Shared,
-    /// Alone: creates of the tenant run one at a time, for when slots alone do not bound the
-    /// count. `no key update`, not `update`: rows that reference the tenant take a key-share
-    /// lock on it for their foreign key, and must not queue behind a create.
-    Exclusive,
-}
-
-/// A tenant by id, row-locked as `mode` says until the transaction ends.
+/// A tenant by id, row-locked until the transaction ends: quota checks of one tenant run one at
+/// a time, so concurrent creates cannot both take the last slot. `no key update`, not `update`:
+/// rows that reference the tenant (events, sessions, resources) take a key-share lock on it for
+/// their foreign key, and must not queue behind a create's quota check.
 #[tracing::instrument(skip_all)]
-pub async fn lock_for_create(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    mode: CreateLock,
-) -> sqlx::Result<Option<TenantRow>> {
-    let sql = match mode {
-        CreateLock::Shared => concat!(select_tenant_by_id!(), " for share"),
-        CreateLock::Exclusive => concat!(select_tenant_by_id!(), " for no key update"),
-    };
-    sqlx::query_as(sql)
-        .bind(tenant_id)
-        .fetch_optional(conn)
-        .await
+pub async fn lock(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Option<TenantRow>> {
+    sqlx::query_as(
+        "select tenant_id, name, status, max_concurrent_sessions, session_seconds_budget,
+            idle_timeout_seconds, max_session_seconds, requests_per_second, burst, created_at
+         from tenants where tenant_id = $1 for no key update",
+    )
+    .bind(tenant_id)
+    .fetch_optional(conn)
+    .await
 }
