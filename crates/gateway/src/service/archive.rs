@@ -47,20 +47,15 @@ pub async fn record(
         return Ok(0);
     }
     let mut conn = state.db.acquire().await?;
-    record_on(&mut conn, tenant_id, session_id, found).await
+    let new = store::resources::insert_discovered(&mut conn, tenant_id, session_id, found).await?;
+    log_recorded(tenant_id, session_id, new);
+    Ok(new)
 }
 
-async fn record_on(
-    conn: &mut sqlx::PgConnection,
-    tenant_id: Uuid,
-    session_id: Option<Uuid>,
-    found: &[Discovered],
-) -> Result<u64, sqlx::Error> {
-    let new = store::resources::insert_discovered(conn, tenant_id, session_id, found).await?;
+fn log_recorded(tenant_id: Uuid, session_id: Option<Uuid>, new: u64) {
     if new > 0 {
         tracing::info!(tenant_id = %TenantId(tenant_id), session_id = ?session_id.map(SessionId), new, "resources recorded for archiving");
     }
-    Ok(new)
 }
 
 /// Records the resources a session's `info` lists. Failures are logged: the archiver's lookup
@@ -124,9 +119,7 @@ pub async fn check_session(state: &AppState, s: &UncheckedSession) -> anyhow::Re
     let new =
         store::resources::record_session_resources(&mut conn, s.tenant_id, s.session_id, &found)
             .await?;
-    if new > 0 {
-        tracing::info!(tenant_id = %TenantId(s.tenant_id), session_id = %SessionId(s.session_id), new, "resources recorded for archiving");
-    }
+    log_recorded(s.tenant_id, Some(s.session_id), new);
     Ok(())
 }
 
@@ -177,19 +170,19 @@ pub async fn copy_claimed(state: &AppState, row: ResourceRow, lease: Duration) -
 /// gets a retry with exponential backoff and jitter, or fails for good (a refused URL, with a
 /// `resource.failed` event). On error the claims lapse and the copies are tried again.
 pub async fn record_copies(state: &AppState, copies: Vec<Copied>) -> anyhow::Result<()> {
-    let (stored, failed): (Vec<Copied>, Vec<Copied>) =
-        copies.into_iter().partition(|c| c.outcome.is_ok());
-    let stored: Vec<(ResourceRow, Stored, Instant)> = stored
-        .into_iter()
-        .filter_map(|c| c.outcome.ok().map(|s| (c.row, s, c.started)))
-        .collect();
+    let mut stored = Vec::new();
+    let mut failed = Vec::new();
+    for copy in copies {
+        match copy.outcome {
+            Ok(s) => stored.push((copy.row, s, copy.started)),
+            Err(error) => failed.push((copy.row, error)),
+        }
+    }
     if !stored.is_empty() {
         record_archived(state, &stored).await?;
     }
-    for copy in failed {
-        if let Err(error) = copy.outcome {
-            record_failure(state, &copy.row, error).await?;
-        }
+    for (row, error) in failed {
+        record_failure(state, &row, error).await?;
     }
     Ok(())
 }

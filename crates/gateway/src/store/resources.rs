@@ -122,7 +122,7 @@ pub async fn record_session_resources(
     tenant_id: Uuid,
     session_id: Uuid,
     found: &[Discovered],
-) -> sqlx::Result<i64> {
+) -> sqlx::Result<u64> {
     let row = bind_discovered(
         concat!(
             "with inserted as (",
@@ -139,7 +139,8 @@ pub async fn record_session_resources(
     )
     .fetch_one(conn)
     .await?;
-    sqlx::Row::try_get(&row, 0)
+    let new: i64 = sqlx::Row::try_get(&row, 0)?;
+    Ok(new.unsigned_abs())
 }
 
 /// Claims up to `batch` pending resources whose next attempt is due and whose deadline has not

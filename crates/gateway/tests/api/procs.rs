@@ -4,6 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use faceswap_testkit::private::free_port;
 use faceswap_testkit::{TestApp, eventually};
 use sqlx::PgPool;
 
@@ -13,8 +14,6 @@ pub fn database_url(pool: &PgPool) -> String {
     let base = std::env::var("DATABASE_URL").unwrap();
     format!("{}/{db_name}", base.rsplit_once('/').unwrap().0)
 }
-
-pub use faceswap_testkit::private::free_port;
 
 /// A running gateway process; killed (SIGKILL) when dropped.
 pub struct Gateway {

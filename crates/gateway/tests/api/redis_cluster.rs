@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use serde_json::json;
 use sqlx::PgPool;
 
-use super::procs::free_port;
+use faceswap_testkit::private::free_port;
 
 /// Three cluster-enabled `redis-server`s made into one cluster; stopped when dropped.
 struct RedisCluster {

@@ -56,17 +56,19 @@ fn uuid_of(id: &str) -> uuid::Uuid {
 /// announcement is lost.
 async fn change_unannounced(app: &TestApp, sql: &'static str, id: &str) {
     let mut tx = app.pool.begin().await.unwrap();
-    for step in [
-        "alter table sessions disable trigger sessions_changed",
-        sql,
-        "alter table sessions enable trigger sessions_changed",
-    ] {
-        let mut query = sqlx::query(step);
-        if step == sql {
-            query = query.bind(uuid_of(id));
-        }
-        query.execute(&mut *tx).await.unwrap();
-    }
+    sqlx::query("alter table sessions disable trigger sessions_changed")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(sql)
+        .bind(uuid_of(id))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("alter table sessions enable trigger sessions_changed")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 }
 
