@@ -29,6 +29,7 @@ mod session_cache;
 mod sessions;
 mod shutdown;
 mod signing_keys;
+mod startup;
 mod traces;
 mod upstream_faults;
 mod upstream_token;

@@ -1,0 +1,55 @@
+//! How the gateway process opens its connections.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use faceswap_testkit::{TestApp, eventually};
+use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags, pidfd_getfd, pidfd_open};
+use sqlx::PgPool;
+
+use super::procs::spawn_binary;
+
+/// The `TCP_NODELAY` setting of every TCP socket the process `pid` has open to `port`.
+fn nodelay_of_sockets_to(pid: Pid, port: u16) -> Vec<bool> {
+    let pidfd = pidfd_open(pid, PidfdFlags::empty()).expect("pidfd_open");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{}/fd", pid.as_raw_nonzero())).unwrap() {
+        let Ok(target) = entry.as_ref().map(std::fs::DirEntry::path) else {
+            continue;
+        };
+        let is_socket = std::fs::read_link(&target)
+            .is_ok_and(|link| link.to_string_lossy().starts_with("socket:"));
+        let Some(fd) = target.file_name().and_then(|n| n.to_str()?.parse().ok()) else {
+            continue;
+        };
+        // The fd may have closed since it was listed: skip what cannot be read.
+        let Ok(copy) = pidfd_getfd(&pidfd, fd, PidfdGetfdFlags::empty()) else {
+            continue;
+        };
+        let peer = rustix::net::getpeername(&copy)
+            .ok()
+            .flatten()
+            .and_then(|a| SocketAddr::try_from(a).ok());
+        if is_socket && peer.is_some_and(|p| p.port() == port) {
+            found.push(rustix::net::sockopt::tcp_nodelay(&copy).expect("getsockopt"));
+        }
+    }
+    found
+}
+
+/// Nagle's algorithm would hold the second of two small writes of the TLS handshake until the
+/// server's delayed ACK (~40 ms, twice per connection).
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn connections_to_postgres_are_opened_with_tcp_nodelay(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let port = app.pool.connect_options().get_port();
+    let gateway = spawn_binary(&app, &[]).await;
+    let pid = Pid::from_child(&gateway.child);
+    let settings = eventually(
+        Duration::from_secs(10),
+        "the gateway's connections to Postgres",
+        || async { Some(nodelay_of_sockets_to(pid, port)).filter(|s| !s.is_empty()) },
+    )
+    .await;
+    assert!(settings.iter().all(|on| *on), "{settings:?}");
+}
