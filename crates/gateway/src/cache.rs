@@ -109,6 +109,12 @@ pub struct Cache {
     prefix: String,
 }
 
+/// Commands share one multiplexed connection: without `TCP_NODELAY` a command written while
+/// another's answer is outstanding waits for that answer's ACK (Nagle's algorithm).
+fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
+}
+
 impl Cache {
     /// Connects lazily: the gateway starts even when Redis is down, and reconnects by itself.
     pub fn new(url: &str, prefix: &str) -> anyhow::Result<Self> {
@@ -116,7 +122,12 @@ impl Cache {
             .map_err(|e| anyhow::anyhow!("malformed setting REDIS_URL: {e}"))?;
         let conn = match target {
             RedisTarget::Single(url) => {
-                let client = redis::Client::open(url)
+                let info = url
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|e| anyhow::anyhow!("malformed setting REDIS_URL: {e}"))?
+                    .set_tcp_settings(tcp_settings());
+                let client = redis::Client::open(info)
                     .map_err(|e| anyhow::anyhow!("malformed setting REDIS_URL: {e}"))?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_millis(300)))
@@ -131,6 +142,7 @@ impl Cache {
                     .connection_timeout(Duration::from_millis(300))
                     .response_timeout(OP_TIMEOUT)
                     .retries(1)
+                    .tcp_settings(tcp_settings())
                     .build()
                     .map_err(|e| anyhow::anyhow!("malformed setting REDIS_URL: {e}"))?;
                 Conn::Cluster(Arc::new(LazyCluster {

@@ -465,13 +465,17 @@ pub async fn claim_for_poll(
     .await
 }
 
-/// Drops a worker's claim on a session that is still open.
-#[tracing::instrument(skip_all)]
-pub async fn release_claim(conn: &mut PgConnection, session_id: Uuid) -> sqlx::Result<()> {
+/// Drops a worker's claims on the sessions that are still open, in one statement (one commit
+/// for a whole batch; rows are locked in id order, as the activity batch does).
+#[tracing::instrument(skip_all, fields(sessions = session_ids.len()))]
+pub async fn release_claims(conn: &mut PgConnection, session_ids: &[Uuid]) -> sqlx::Result<()> {
+    let mut ids = session_ids.to_vec();
+    ids.sort_unstable();
     sqlx::query(
-        "update sessions set claimed_until = null where session_id = $1 and state = 'open'",
+        "update sessions set claimed_until = null
+         where session_id = any($1) and state = 'open'",
     )
-    .bind(session_id)
+    .bind(&ids)
     .execute(conn)
     .await?;
     Ok(())

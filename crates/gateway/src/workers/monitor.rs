@@ -31,19 +31,19 @@ pub async fn run_once(state: &AppState, settings: &WorkerSettings) -> anyhow::Re
     if rows.is_empty() {
         return Ok(Outcome::Idle);
     }
-    let n = rows.len();
+    let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.session_id).collect();
     futures_util::stream::iter(rows)
         .for_each_concurrent(CONCURRENCY, |row| async move {
             let id = row.session_id;
             if let Err(e) = poll(state, row).await {
                 tracing::warn!(session_id = %crate::domain::ids::SessionId(id), error = %format!("{e:#}"), "status poll failed");
             }
-            if let Ok(mut conn) = state.db.acquire().await {
-                let _ = store::sessions::release_claim(&mut conn, id).await;
-            }
         })
         .await;
-    Ok(Outcome::Worked(n))
+    // Should this fail, the claims lapse with their lease.
+    let mut conn = state.db.acquire().await?;
+    store::sessions::release_claims(&mut conn, &ids).await?;
+    Ok(Outcome::Worked(ids.len()))
 }
 
 async fn poll(state: &AppState, row: SessionRow) -> anyhow::Result<()> {

@@ -37,6 +37,16 @@ fn nodelay_of_sockets_to(pid: Pid, port: u16) -> Vec<bool> {
     found
 }
 
+/// Waits until the process `pid` has a connection to `port` and checks that all have
+/// `TCP_NODELAY` set.
+async fn assert_nodelay_on_connections_to(pid: Pid, port: u16, what: &str) {
+    let settings = eventually(Duration::from_secs(10), what, || async {
+        Some(nodelay_of_sockets_to(pid, port)).filter(|s| !s.is_empty())
+    })
+    .await;
+    assert!(settings.iter().all(|on| *on), "{what}: {settings:?}");
+}
+
 /// Nagle's algorithm would hold the second of two small writes of the TLS handshake until the
 /// server's delayed ACK (~40 ms, twice per connection).
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
@@ -45,11 +55,18 @@ async fn connections_to_postgres_are_opened_with_tcp_nodelay(pool: PgPool) {
     let port = app.pool.connect_options().get_port();
     let gateway = spawn_binary(&app, &[]).await;
     let pid = Pid::from_child(&gateway.child);
-    let settings = eventually(
-        Duration::from_secs(10),
-        "the gateway's connections to Postgres",
-        || async { Some(nodelay_of_sockets_to(pid, port)).filter(|s| !s.is_empty()) },
-    )
-    .await;
-    assert!(settings.iter().all(|on| *on), "{settings:?}");
+    assert_nodelay_on_connections_to(pid, port, "the gateway's connections to Postgres").await;
+}
+
+/// Commands share one connection: a command written while another's answer is outstanding
+/// would wait for that answer's ACK.
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn connections_to_redis_are_opened_with_tcp_nodelay(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let port = url::Url::parse(&redis_url).unwrap().port().unwrap_or(6379);
+    // Ready means Postgres answered and Redis was pinged, so the connection is open.
+    let gateway = spawn_binary(&app, &[]).await;
+    let pid = Pid::from_child(&gateway.child);
+    assert_nodelay_on_connections_to(pid, port, "the gateway's connections to Redis").await;
 }
