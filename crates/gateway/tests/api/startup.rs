@@ -19,7 +19,8 @@ fn nodelay_of_sockets_to(pid: Pid, port: u16) -> Vec<bool> {
         };
         let is_socket = std::fs::read_link(&target)
             .is_ok_and(|link| link.to_string_lossy().starts_with("socket:"));
-        let Some(fd) = target.file_name().and_then(|n| n.to_str()?.parse().ok()) else {
+        let fd = target.file_name().and_then(|n| n.to_str()?.parse().ok());
+        let (true, Some(fd)) = (is_socket, fd) else {
             continue;
         };
         // The fd may have closed since it was listed: skip what cannot be read.
@@ -30,7 +31,7 @@ fn nodelay_of_sockets_to(pid: Pid, port: u16) -> Vec<bool> {
             .ok()
             .flatten()
             .and_then(|a| SocketAddr::try_from(a).ok());
-        if is_socket && peer.is_some_and(|p| p.port() == port) {
+        if peer.is_some_and(|p| p.port() == port) {
             found.push(rustix::net::sockopt::tcp_nodelay(&copy).expect("getsockopt"));
         }
     }
