@@ -9,7 +9,8 @@
 //!
 //! **Disabling.** When a delivery ends `failed` — the endpoint has failed it for more than a
 //! day — and no delivery to the same endpoint has succeeded since that delivery was queued, the
-//! endpoint is disabled with a reason, its pending deliveries are given up, and the tenant gets
+//! endpoint is disabled with a reason, its pending deliveries are given up (an attempt already
+//! in flight is still counted, and is a delivery if the receiver accepts it), and the tenant gets
 //! a [`crate::domain::events::WEBHOOK_DISABLED`] event (on its other endpoints and by SSE). An
 //! endpoint that answers some events and refuses others stays enabled: only the refused
 //! deliveries fail.

@@ -176,6 +176,14 @@ fn clip(error: &str) -> &str {
     }
 }
 
+/// What `last_error` ends with when a delivery was given up because its endpoint was disabled.
+const DISABLED_NOTE: &str = "endpoint disabled";
+
+// The recording statements below are fenced by the claim alone, not by `state = 'pending'`:
+// disabling an endpoint gives up its deliveries but keeps their claims, so an attempt that was
+// in flight at that moment is still counted (the receiver saw it) and its delivery stays given
+// up, or becomes delivered if the receiver accepted it.
+
 /// Records a successful attempt. `false` when the claim was lost (the lease ran out and another
 /// worker took the row, or the endpoint was deleted).
 #[tracing::instrument(skip_all)]
@@ -184,7 +192,7 @@ pub async fn record_delivered(conn: &mut PgConnection, d: &ClaimedDelivery) -> s
         "update webhook_deliveries
          set state = 'delivered', delivered_at = now(), attempts = attempts + 1,
              claimed_until = null, last_error = null
-         where endpoint_id = $1 and event_id = $2 and state = 'pending' and claimed_until = $3",
+         where endpoint_id = $1 and event_id = $2 and claimed_until = $3",
     )
     .bind(d.endpoint_id)
     .bind(d.event_id)
@@ -194,7 +202,8 @@ pub async fn record_delivered(conn: &mut PgConnection, d: &ClaimedDelivery) -> s
     Ok(done.rows_affected() == 1)
 }
 
-/// Records a failed attempt to be retried after `delay`.
+/// Records a failed attempt to be retried after `delay` (not retried when the endpoint was
+/// disabled meanwhile).
 #[tracing::instrument(skip_all)]
 pub async fn record_retry(
     conn: &mut PgConnection,
@@ -204,15 +213,20 @@ pub async fn record_retry(
 ) -> sqlx::Result<bool> {
     let done = sqlx::query(
         "update webhook_deliveries
-         set attempts = attempts + 1, next_attempt_at = now() + make_interval(secs => $4),
-             last_error = $5, claimed_until = null
-         where endpoint_id = $1 and event_id = $2 and state = 'pending' and claimed_until = $3",
+         set attempts = attempts + 1,
+             next_attempt_at = case when state = 'pending'
+                                    then now() + make_interval(secs => $4)
+                                    else next_attempt_at end,
+             last_error = case when state = 'pending' then $5 else $5 || '; ' || $6 end,
+             claimed_until = null
+         where endpoint_id = $1 and event_id = $2 and claimed_until = $3",
     )
     .bind(d.endpoint_id)
     .bind(d.event_id)
     .bind(d.claimed_until)
     .bind(delay.as_secs_f64())
     .bind(clip(error))
+    .bind(DISABLED_NOTE)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -227,13 +241,16 @@ pub async fn record_failed(
 ) -> sqlx::Result<bool> {
     let done = sqlx::query(
         "update webhook_deliveries
-         set state = 'failed', attempts = attempts + 1, last_error = $4, claimed_until = null
-         where endpoint_id = $1 and event_id = $2 and state = 'pending' and claimed_until = $3",
+         set attempts = attempts + 1, claimed_until = null,
+             last_error = case when state = 'pending' then $4 else $4 || '; ' || $5 end,
+             state = 'failed'
+         where endpoint_id = $1 and event_id = $2 and claimed_until = $3",
     )
     .bind(d.endpoint_id)
     .bind(d.event_id)
     .bind(d.claimed_until)
     .bind(clip(error))
+    .bind(DISABLED_NOTE)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -256,8 +273,9 @@ pub async fn delivered_since(
     .await
 }
 
-/// Disables an enabled endpoint with `reason` and gives up its pending deliveries. `None` when
-/// it was already disabled (or deleted), so only one worker reports it.
+/// Disables an enabled endpoint with `reason` and gives up its pending deliveries, keeping the
+/// claims of those in flight so that their attempts are still recorded. `None` when it was
+/// already disabled (or deleted), so only one worker reports it.
 #[tracing::instrument(skip_all)]
 pub async fn disable(
     tx: &mut Transaction<'_, Postgres>,
@@ -276,11 +294,11 @@ pub async fn disable(
     if row.is_some() {
         sqlx::query(
             "update webhook_deliveries
-             set state = 'failed', claimed_until = null,
-                 last_error = coalesce(last_error || '; ', '') || 'endpoint disabled'
+             set state = 'failed', last_error = coalesce(last_error || '; ', '') || $2
              where endpoint_id = $1 and state = 'pending'",
         )
         .bind(endpoint_id)
+        .bind(DISABLED_NOTE)
         .execute(&mut **tx)
         .await?;
     }

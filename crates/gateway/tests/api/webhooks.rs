@@ -393,6 +393,105 @@ async fn an_endpoint_that_keeps_failing_is_given_up_and_disabled_with_an_event(p
 }
 
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn attempts_in_flight_when_their_endpoint_is_disabled_are_still_recorded(pool: PgPool) {
+    use faceswap_gateway::store::webhooks as store;
+
+    let app = TestApp::builder().allow_loopback().spawn(pool).await;
+    let tenant = app.tenant(5, None).await;
+    let token = app.token(&tenant).await;
+    let (status, created) = register(&app, &token, "http://127.0.0.1:9/hook").await;
+    assert_eq!(status, 200, "{created}");
+    let endpoint = endpoint_uuid(created["data"]["endpoint_id"].as_str().unwrap());
+    for n in 0..4 {
+        insert_event(&app.pool, &tenant, None, n).await;
+    }
+    // Three deliveries are in flight (claimed) when another worker disables the endpoint.
+    let mut conn = app.pool.acquire().await.unwrap();
+    let claimed = store::claim_due(&mut conn, Duration::from_secs(60), 3)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert!(
+        faceswap_gateway::service::webhooks::disable_endpoint(&app.state, endpoint, "test")
+            .await
+            .unwrap()
+    );
+    // Their attempts end as a retry, a last failure and an acceptance.
+    assert!(
+        store::record_retry(&mut conn, &claimed[0], Duration::from_secs(60), "HTTP 500")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store::record_failed(&mut conn, &claimed[1], "HTTP 502")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store::record_delivered(&mut conn, &claimed[2])
+            .await
+            .unwrap()
+    );
+
+    let rows: Vec<(i64, String, i32, Option<String>, bool)> = sqlx::query_as(
+        "select event_id, state, attempts, last_error, claimed_until is null
+         from webhook_deliveries where endpoint_id = $1 order by event_id",
+    )
+    .bind(endpoint)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let by_event = |id: i64| rows.iter().find(|r| r.0 == id).unwrap().clone();
+    let note = |e: &str| Some(format!("{e}; endpoint disabled"));
+    assert_eq!(
+        by_event(claimed[0].event_id),
+        (
+            claimed[0].event_id,
+            "failed".into(),
+            1,
+            note("HTTP 500"),
+            true
+        ),
+        "a retry is not scheduled for a disabled endpoint, but the attempt counts"
+    );
+    assert_eq!(
+        by_event(claimed[1].event_id),
+        (
+            claimed[1].event_id,
+            "failed".into(),
+            1,
+            note("HTTP 502"),
+            true
+        )
+    );
+    assert_eq!(
+        by_event(claimed[2].event_id),
+        (claimed[2].event_id, "delivered".into(), 1, None, true),
+        "the receiver accepted it"
+    );
+    let unclaimed: Vec<_> = rows
+        .iter()
+        .filter(|r| claimed.iter().all(|c| c.event_id != r.0))
+        .collect();
+    assert_eq!(unclaimed.len(), 1, "{rows:?}");
+    assert_eq!(
+        (
+            unclaimed[0].1.as_str(),
+            unclaimed[0].2,
+            unclaimed[0].3.as_deref()
+        ),
+        ("failed", 0, Some("endpoint disabled")),
+        "a delivery not in flight is given up without an attempt"
+    );
+    // A stale claim still records nothing twice.
+    assert!(
+        !store::record_failed(&mut conn, &claimed[1], "HTTP 502")
+            .await
+            .unwrap()
+    );
+}
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
 async fn registration_refuses_private_urls_and_endpoints_belong_to_their_tenant(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let (a, b) = (app.tenant(5, None).await, app.tenant(5, None).await);
