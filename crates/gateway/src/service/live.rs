@@ -11,7 +11,7 @@ use crate::domain::session::{CloseReason, SessionState};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::store;
-use crate::store::sessions::{ListQuery, SessionRow};
+use crate::store::sessions::{ListQuery, Reservation, SessionRow};
 
 /// Most source faces one session takes.
 pub const MAX_SOURCE_IMAGES: usize = 10;
@@ -99,17 +99,19 @@ pub async fn create(
     crate::http::observe::record_session(SessionId(session_id));
     let source_json = serde_json::to_value(&req.source_image).map_err(anyhow::Error::from)?;
 
-    let mut tx = state.db.begin().await?;
-    let tenant_row = store::tenants::lock(&mut tx, tenant.0)
-        .await?
-        .ok_or(ApiError::AuthInvalid("the tenant no longer exists"))?;
-    let limits = tenant_row.limits();
-    let usage =
-        store::sessions::quota_usage(&mut tx, tenant.0, limits.session_seconds_budget.is_some())
-            .await?;
-    quota::check_new_session(limits, usage)?;
-    store::sessions::insert_creating(&mut tx, session_id, tenant.0, &source_json).await?;
-    tx.commit().await?;
+    let mut conn = state.db.acquire().await?;
+    match store::sessions::reserve(&mut conn, session_id, tenant.0, &source_json).await? {
+        Reservation::Reserved => {}
+        Reservation::NoTenant => return Err(ApiError::AuthInvalid("the tenant no longer exists")),
+        Reservation::Refused(limits, usage) => {
+            quota::check_new_session(limits, usage)?;
+            return Err(anyhow::anyhow!(
+                "the database refused a session that {limits:?} allows at {usage:?}"
+            )
+            .into());
+        }
+    }
+    drop(conn);
 
     let created = state
         .upstream_tokens

@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::domain::quota::QuotaUsage;
+use crate::domain::quota::{QuotaLimits, QuotaUsage};
 use crate::domain::session::CloseReason;
 
 /// How finely tenant activity on a session is recorded, in seconds (see [`touch`]).
@@ -69,51 +69,80 @@ pub struct SessionRow {
 /// The tenant's current use of its quota: sessions holding a slot, and session-seconds charged
 /// plus those running in open sessions. With `count_seconds` false the seconds are not summed
 /// (`seconds_used` is 0): the sum reads every ledger row of the tenant, which a tenant without a
-/// budget need not pay for on each create.
+/// budget need not pay for on each create. The query is the database's `tenant_quota_usage`,
+/// which [`reserve`] uses too.
 #[tracing::instrument(skip_all)]
 pub async fn quota_usage(
     conn: &mut PgConnection,
     tenant_id: Uuid,
     count_seconds: bool,
 ) -> sqlx::Result<QuotaUsage> {
-    let (active_sessions, seconds_used): (i64, i64) = sqlx::query_as(
-        "select
-            (select count(*) from sessions
-              where tenant_id = $1 and state in ('creating', 'open', 'closing')),
-            case when $2 then
-              (select coalesce(sum(seconds), 0)::bigint from usage_ledger where tenant_id = $1)
-              + (select coalesce(sum(ceil(extract(epoch from now() - coalesce(opened_at, created_at)))), 0)::bigint
-                   from sessions where tenant_id = $1 and state in ('open', 'closing'))
-            else 0 end",
-    )
-    .bind(tenant_id)
-    .bind(count_seconds)
-    .fetch_one(conn)
-    .await?;
+    let (active_sessions, seconds_used): (i64, i64) =
+        sqlx::query_as("select active_sessions, seconds_used from tenant_quota_usage($1, $2)")
+            .bind(tenant_id)
+            .bind(count_seconds)
+            .fetch_one(conn)
+            .await?;
     Ok(QuotaUsage {
         active_sessions,
         seconds_used,
     })
 }
 
-/// Writes the reservation of a session about to be created upstream.
+/// The outcome of [`reserve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// The session is written as `creating` and holds a slot.
+    Reserved,
+    /// One more session does not fit: the tenant's limits and use as the check saw them.
+    Refused(QuotaLimits, QuotaUsage),
+    /// No such tenant.
+    NoTenant,
+}
+
+/// Checks the tenant's quota and writes the reservation of a session about to be created
+/// upstream, in one statement (the database's `reserve_session`). Run it outside a transaction:
+/// the tenant-row lock that makes concurrent creates of one tenant check one at a time is then
+/// held only while the server works and commits, not across round trips to this process.
 #[tracing::instrument(skip_all)]
-pub async fn insert_creating(
+pub async fn reserve(
     conn: &mut PgConnection,
     session_id: Uuid,
     tenant_id: Uuid,
     source_image: &serde_json::Value,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "insert into sessions (session_id, tenant_id, state, source_image)
-         values ($1, $2, 'creating', $3)",
+) -> sqlx::Result<Reservation> {
+    type Row = (
+        bool,
+        bool,
+        Option<i32>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+    );
+    let (found, reserved, max, budget, active, used): Row = sqlx::query_as(
+        "select tenant_found, reserved, max_concurrent_sessions, session_seconds_budget,
+                active_sessions, seconds_used
+         from reserve_session($1, $2, $3)",
     )
     .bind(session_id)
     .bind(tenant_id)
     .bind(Json(source_image))
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(())
+    Ok(match (found, reserved) {
+        (false, _) => Reservation::NoTenant,
+        (true, true) => Reservation::Reserved,
+        (true, false) => Reservation::Refused(
+            QuotaLimits {
+                max_concurrent_sessions: i64::from(max.unwrap_or_default()),
+                session_seconds_budget: budget,
+            },
+            QuotaUsage {
+                active_sessions: active.unwrap_or_default(),
+                seconds_used: used.unwrap_or_default(),
+            },
+        ),
+    })
 }
 
 /// Records the upstream session the moment it exists.

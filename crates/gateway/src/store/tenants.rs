@@ -133,32 +133,15 @@ pub async fn insert(
     .await
 }
 
-/// The query of one tenant by id (`$1`), as a literal so that a lock clause can be added to it.
-macro_rules! select_tenant_by_id {
-    () => {
-        "select tenant_id, name, status, max_concurrent_sessions, session_seconds_budget,
-            idle_timeout_seconds, max_session_seconds, requests_per_second, burst, created_at
-         from tenants where tenant_id = $1"
-    };
-}
-
 /// A tenant by id.
 #[tracing::instrument(skip_all)]
 pub async fn find(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Option<TenantRow>> {
-    sqlx::query_as(select_tenant_by_id!())
-        .bind(tenant_id)
-        .fetch_optional(conn)
-        .await
-}
-
-/// A tenant by id, row-locked until the transaction ends: quota checks of one tenant run one at
-/// a time, so concurrent creates cannot both take the last slot. `no key update`, not `update`:
-/// rows that reference the tenant (events, sessions, resources) take a key-share lock on it for
-/// their foreign key, and must not queue behind a create's quota check.
-#[tracing::instrument(skip_all)]
-pub async fn lock(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<Option<TenantRow>> {
-    sqlx::query_as(concat!(select_tenant_by_id!(), " for no key update"))
-        .bind(tenant_id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(
+        "select tenant_id, name, status, max_concurrent_sessions, session_seconds_budget,
+            idle_timeout_seconds, max_session_seconds, requests_per_second, burst, created_at
+         from tenants where tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .fetch_optional(conn)
+    .await
 }
