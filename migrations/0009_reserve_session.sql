@@ -1,7 +1,9 @@
 -- A new session's quota check and reservation in one call. The tenant row is locked so that
 -- creates of one tenant are checked one at a time; taken by a single statement outside an
 -- explicit transaction, the lock is held for the server-side work and the commit only, not
--- across client round trips (under load, creates of a busy tenant queued on it).
+-- across client round trips (under load, creates of a busy tenant queued on it). `no key
+-- update`, not `update`: rows that reference the tenant (events, sessions, resources) take a
+-- key-share lock on it for their foreign key and must not queue behind a quota check.
 --
 -- The rule (a free concurrent slot, and budget left when there is one) is the one
 -- `domain::quota::check_new_session` states; the service asks that function to name a refusal.

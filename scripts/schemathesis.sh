@@ -32,14 +32,16 @@ wait_http() { # url name
 }
 
 db="faceswap_st_$$"
+# The run's own database is dropped from the server's default one (not from itself).
+server_url="$DATABASE_URL"
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  psql "$DATABASE_URL" -qc "drop database if exists $db with (force)" >/dev/null 2>&1 || true
+  psql "$server_url" -qc "drop database if exists $db with (force)" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-psql "$DATABASE_URL" -qc "create database $db" >/dev/null
+psql "$server_url" -qc "create database $db" >/dev/null
 export DATABASE_URL="${DATABASE_URL%/*}/$db" REDIS_URL
 export GATEWAY_REDIS_PREFIX="st$$:"
 
