@@ -202,16 +202,17 @@ pub async fn record_delivered(conn: &mut PgConnection, d: &ClaimedDelivery) -> s
     Ok(done.rows_affected() == 1)
 }
 
-/// Records a failed attempt to be retried after `delay` (not retried when the endpoint was
-/// disabled meanwhile).
+/// Records a failed attempt to be retried after `delay`: `Some(true)` when the retry is
+/// scheduled, `Some(false)` when the delivery was given up meanwhile (its endpoint disabled), and
+/// `None` when the claim was lost.
 #[tracing::instrument(skip_all)]
 pub async fn record_retry(
     conn: &mut PgConnection,
     d: &ClaimedDelivery,
     delay: Duration,
     error: &str,
-) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+) -> sqlx::Result<Option<bool>> {
+    sqlx::query_scalar(
         "update webhook_deliveries
          set attempts = attempts + 1,
              next_attempt_at = case when state = 'pending'
@@ -219,7 +220,8 @@ pub async fn record_retry(
                                     else next_attempt_at end,
              last_error = case when state = 'pending' then $5 else $5 || '; ' || $6 end,
              claimed_until = null
-         where endpoint_id = $1 and event_id = $2 and claimed_until = $3",
+         where endpoint_id = $1 and event_id = $2 and claimed_until = $3
+         returning state = 'pending'",
     )
     .bind(d.endpoint_id)
     .bind(d.event_id)
@@ -227,9 +229,8 @@ pub async fn record_retry(
     .bind(delay.as_secs_f64())
     .bind(clip(error))
     .bind(DISABLED_NOTE)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Records the last failed attempt: the delivery is `failed`.

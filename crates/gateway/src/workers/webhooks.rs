@@ -137,8 +137,12 @@ async fn settle(
         "webhook attempt failed"
     );
     if let Some(delay) = webhooks::retry_delay(attempts, base, rand::random::<f64>()) {
-        store::webhooks::record_retry(&mut conn, d, delay, &error).await?;
-        crate::metrics::webhook_attempt("retry");
+        match store::webhooks::record_retry(&mut conn, d, delay, &error).await? {
+            Some(true) => crate::metrics::webhook_attempt("retry"),
+            // Given up with its endpoint while this attempt was in flight.
+            Some(false) => crate::metrics::webhook_attempt("failed"),
+            None => {}
+        }
         return Ok(());
     }
     if !store::webhooks::record_failed(&mut conn, d, &error).await? {

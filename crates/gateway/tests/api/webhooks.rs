@@ -417,10 +417,12 @@ async fn attempts_in_flight_when_their_endpoint_is_disabled_are_still_recorded(p
             .unwrap()
     );
     // Their attempts end as a retry, a last failure and an acceptance.
-    assert!(
+    assert_eq!(
         store::record_retry(&mut conn, &claimed[0], Duration::from_secs(60), "HTTP 500")
             .await
-            .unwrap()
+            .unwrap(),
+        Some(false),
+        "recorded, and given up rather than retried"
     );
     assert!(
         store::record_failed(&mut conn, &claimed[1], "HTTP 502")
@@ -484,6 +486,12 @@ async fn attempts_in_flight_when_their_endpoint_is_disabled_are_still_recorded(p
         "a delivery not in flight is given up without an attempt"
     );
     // A stale claim still records nothing twice.
+    assert_eq!(
+        store::record_retry(&mut conn, &claimed[0], Duration::from_secs(60), "HTTP 500")
+            .await
+            .unwrap(),
+        None
+    );
     assert!(
         !store::record_failed(&mut conn, &claimed[1], "HTTP 502")
             .await
