@@ -137,12 +137,13 @@ async fn settle(
         "webhook attempt failed"
     );
     if let Some(delay) = webhooks::retry_delay(attempts, base, rand::random::<f64>()) {
-        match store::webhooks::record_retry(&mut conn, d, delay, &error).await? {
-            Some(true) => crate::metrics::webhook_attempt("retry"),
+        let result = match store::webhooks::record_retry(&mut conn, d, delay, &error).await? {
             // Given up with its endpoint while this attempt was in flight.
-            Some(false) => crate::metrics::webhook_attempt("failed"),
-            None => {}
-        }
+            Some(false) => "failed",
+            // Scheduled, or the claim lapsed and another worker retries it.
+            Some(true) | None => "retry",
+        };
+        crate::metrics::webhook_attempt(result);
         return Ok(());
     }
     if !store::webhooks::record_failed(&mut conn, d, &error).await? {
