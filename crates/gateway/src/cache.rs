@@ -115,20 +115,22 @@ fn tcp_settings() -> redis::io::tcp::TcpSettings {
     redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }
 
+fn malformed_url(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("malformed setting REDIS_URL: {e}")
+}
+
 impl Cache {
     /// Connects lazily: the gateway starts even when Redis is down, and reconnects by itself.
     pub fn new(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let target = RedisTarget::parse(url)
-            .map_err(|e| anyhow::anyhow!("malformed setting REDIS_URL: {e}"))?;
+        let target = RedisTarget::parse(url).map_err(malformed_url)?;
         let conn = match target {
             RedisTarget::Single(url) => {
                 let info = url
                     .as_str()
                     .into_connection_info()
-                    .map_err(|e| anyhow::anyhow!("malformed setting REDIS_URL: {e}"))?
+                    .map_err(malformed_url)?
                     .set_tcp_settings(tcp_settings());
-                let client = redis::Client::open(info)
-                    .map_err(|e| anyhow::anyhow!("malformed setting REDIS_URL: {e}"))?;
+                let client = redis::Client::open(info).map_err(malformed_url)?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_millis(300)))
                     .set_response_timeout(Some(OP_TIMEOUT))
@@ -144,7 +146,7 @@ impl Cache {
                     .retries(1)
                     .tcp_settings(tcp_settings())
                     .build()
-                    .map_err(|e| anyhow::anyhow!("malformed setting REDIS_URL: {e}"))?;
+                    .map_err(malformed_url)?;
                 Conn::Cluster(Arc::new(LazyCluster {
                     client,
                     conn: tokio::sync::OnceCell::new(),

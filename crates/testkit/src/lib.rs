@@ -112,9 +112,7 @@ impl Builder {
             .redis_prefix
             .get_or_insert_with(|| format!("test:{}:", uuid::Uuid::new_v4().simple()))
             .clone();
-        let redis_url = self.redis_url.clone().unwrap_or_else(|| {
-            std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-        });
+        let redis_url = self.redis_url.clone().unwrap_or_else(redis_url);
         let mut extra = self.extra_args.clone();
         if !extra.iter().any(|a| a == "--object-store-url") {
             // A private archive directory per test, unless the test names a store.
@@ -386,6 +384,11 @@ async fn read(resp: reqwest::Response) -> (u16, Value) {
     let body =
         serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON answer {status}: {text}"));
     (status, body)
+}
+
+/// The Redis the tests use: `REDIS_URL`, or the local default.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 /// A file of the workspace's `testdata/`.

@@ -587,7 +587,7 @@ async fn memory_growth_archiving_200_mib(pool: PgPool, store: Store) {
         .local_addr()
         .unwrap()
         .port();
-    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis_url = faceswap_testkit::redis_url();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_faceswap-gateway"))
         .args(["serve", "--role", "worker"])
         .env("DATABASE_URL", db_url.as_str())

@@ -38,10 +38,7 @@ pub async fn spawn_binary(app: &TestApp, extra_env: &[(&str, &str)]) -> Gateway 
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_faceswap-gateway"));
         cmd.arg("serve")
             .env("DATABASE_URL", database_url(&app.pool))
-            .env(
-                "REDIS_URL",
-                std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
-            )
+            .env("REDIS_URL", faceswap_testkit::redis_url())
             .env("GATEWAY_REDIS_PREFIX", &app.redis_prefix)
             .env("GATEWAY_BIND", format!("127.0.0.1:{port}"))
             .env("UPSTREAM_BASE_URL", app.sim.base_url())

@@ -64,7 +64,7 @@ async fn connections_to_postgres_are_opened_with_tcp_nodelay(pool: PgPool) {
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
 async fn connections_to_redis_are_opened_with_tcp_nodelay(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
-    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis_url = faceswap_testkit::redis_url();
     let port = url::Url::parse(&redis_url).unwrap().port().unwrap_or(6379);
     // Ready means Postgres answered and Redis was pinged, so the connection is open.
     let gateway = spawn_binary(&app, &[]).await;
