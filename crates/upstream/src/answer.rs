@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use faceswap_wire::{Code, Envelope};
-use reqwest::StatusCode;
+use http::StatusCode;
 use serde::Deserialize;
 
 use crate::{Call, UpstreamError};

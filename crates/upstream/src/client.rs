@@ -9,8 +9,8 @@ use bytes::Bytes;
 use faceswap_wire::{
     Code, CreateRequest, LiveSession, SessionIdRequest, TokenRequest, TokenResponse, UpdateRequest,
 };
-use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
+use http::StatusCode;
+use http::header::HeaderMap;
 use serde::Deserialize;
 use url::Url;
 
@@ -18,11 +18,8 @@ use crate::answer::{decode, status_error, success_data, success_envelope, to_jso
 use crate::breaker::BreakerState;
 use crate::endpoints::Endpoints;
 use crate::policy::{CallPolicy, Guard, PolicyEvent, PolicyObserver};
+use crate::transport::Transport;
 use crate::{Call, IssuedToken, UpstreamError, retry};
-
-/// Idle connections kept per upstream host. The gateway fans many tenants into one or two
-/// upstream hosts, so the default would churn connections under load.
-const POOL_MAX_IDLE_PER_HOST: usize = 256;
 
 /// Where the upstream is and how long to wait for it.
 #[derive(Debug, Clone)]
@@ -42,7 +39,7 @@ pub struct UpstreamConfig {
 /// A client of the upstream API. Clones share one connection pool.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
-    http: reqwest::Client,
+    http: Transport,
     endpoints: Arc<Endpoints>,
     observer: Observer,
     header_hook: Hook,
@@ -114,24 +111,11 @@ impl UpstreamClient {
             .map_err(|e| UpstreamError::Config(format!("upstream call policy: {e}")))?;
         let endpoints =
             Endpoints::new(&cfg.base_url, &cfg.detect_url).map_err(UpstreamError::Config)?;
-        let http = crate::tls::shared_tls(reqwest::Client::builder())
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.connect_timeout)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
-            .tcp_nodelay(true)
-            // An environment proxy would silently reroute upstream traffic and its tokens.
-            .no_proxy()
-            // The upstream never redirects; following one would re-post a body (maybe 14 MB of
-            // image) somewhere unvetted. A 3xx surfaces as a Status error instead.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("faceswap-upstream/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                UpstreamError::Config(format!(
-                    "cannot build the HTTP client: {}",
-                    crate::error::source_chain(&e)
-                ))
-            })?;
+        // An environment proxy would silently reroute upstream traffic and its tokens, and the
+        // upstream never redirects (following one would re-post a body, maybe 14 MB of image,
+        // somewhere unvetted; a 3xx surfaces as a Status error): the transport does neither.
+        let http = Transport::new(cfg.timeout, cfg.connect_timeout)
+            .map_err(|e| UpstreamError::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             http,
             endpoints: Arc::new(endpoints),
@@ -356,26 +340,15 @@ impl UpstreamClient {
         body: Bytes,
     ) -> Result<(StatusCode, Bytes), UpstreamError> {
         let started = Instant::now();
-        let mut req = self
-            .http
-            .post(self.endpoints.get(call).clone())
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "application/json")
-            .body(body);
-        if let Some(token) = token {
-            req = req.bearer_auth(token);
-        }
-        if let Some(hook) = &self.header_hook.0 {
+        let extra = self.header_hook.0.as_ref().map(|hook| {
             let mut headers = HeaderMap::new();
             hook(&mut headers);
-            req = req.headers(headers);
-        }
-        let result = async {
-            let resp = req.send().await?;
-            let status = resp.status();
-            Ok((status, resp.bytes().await?))
-        }
-        .await;
+            headers
+        });
+        let result = self
+            .http
+            .post(self.endpoints.uri(call), token, extra, body)
+            .await;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
         match result {
             Ok((status, body)) => {
@@ -390,7 +363,7 @@ impl UpstreamClient {
                 Ok((status, body))
             }
             Err(e) => {
-                let err = UpstreamError::from_reqwest(call, e);
+                let err = UpstreamError::from_send(call, e);
                 tracing::debug!(call = call.name(), elapsed_ms, error = %err, "upstream call failed");
                 Err(err)
             }

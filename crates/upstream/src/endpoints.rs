@@ -1,11 +1,12 @@
 //! The URL of every call, built once from the configured base and detect URLs.
 
 use faceswap_wire::paths;
+use http::Uri;
 use url::Url;
 
 use crate::Call;
 
-/// Full URLs of the six calls.
+/// Full URLs of the six calls, and each parsed once as the `Uri` a request carries.
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoints {
     get_token: Url,
@@ -14,6 +15,7 @@ pub(crate) struct Endpoints {
     update: Url,
     close: Url,
     info: Url,
+    uris: [Uri; Call::ALL.len()],
 }
 
 impl Endpoints {
@@ -26,14 +28,21 @@ impl Endpoints {
                 "base_url `{base_url}` must not have a query or fragment: call paths are appended to it"
             ));
         }
-        Ok(Self {
+        let mut endpoints = Self {
             get_token: join(base_url, paths::GET_TOKEN),
             detect: detect_url.clone(),
             create: join(base_url, paths::LIVE_CREATE),
             update: join(base_url, paths::LIVE_UPDATE),
             close: join(base_url, paths::LIVE_CLOSE),
             info: join(base_url, paths::LIVE_INFO),
-        })
+            uris: Default::default(),
+        };
+        for call in Call::ALL {
+            let url = endpoints.get(call);
+            endpoints.uris[call as usize] = Uri::try_from(url.as_str())
+                .map_err(|e| format!("`{url}` is not a usable request URI: {e}"))?;
+        }
+        Ok(endpoints)
     }
 
     /// The URL `call` posts to.
@@ -47,6 +56,11 @@ impl Endpoints {
             Call::Info => &self.info,
         }
     }
+
+    /// The request URI `call` posts to.
+    pub(crate) fn uri(&self, call: Call) -> &Uri {
+        &self.uris[call as usize]
+    }
 }
 
 fn check_http(url: &Url, setting: &str) -> Result<(), String> {
@@ -55,6 +69,13 @@ fn check_http(url: &Url, setting: &str) -> Result<(), String> {
     }
     if url.host().is_none() {
         return Err(format!("{setting} `{url}` has no host"));
+    }
+    // Requests authenticate with the account's bearer token; credentials in the URL would
+    // not be sent, and the URL is printed in logs.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{setting} must not carry a user name or password (the upstream takes a bearer token)"
+        ));
     }
     Ok(())
 }
@@ -119,6 +140,14 @@ mod tests {
     }
 
     #[test]
+    fn every_request_uri_is_its_url() {
+        let e = endpoints("https://up.example:8443/prefix");
+        for call in Call::ALL {
+            assert_eq!(e.uri(call).to_string(), e.get(call).as_str(), "{call}");
+        }
+    }
+
+    #[test]
     fn detect_uses_its_url_exactly() {
         let e = endpoints("http://up.example/");
         assert_eq!(
@@ -137,5 +166,11 @@ mod tests {
         assert!(err.contains("detect_url"), "{err}");
         let err = Endpoints::new(&Url::parse("http://h/p?x=1").unwrap(), &http).unwrap_err();
         assert!(err.contains("query"), "{err}");
+        let err = Endpoints::new(&Url::parse("http://u:secret@h/").unwrap(), &http).unwrap_err();
+        assert!(
+            err.contains("base_url") && err.contains("password"),
+            "{err}"
+        );
+        assert!(!err.contains("secret"), "the password is not echoed: {err}");
     }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use faceswap_wire::Code;
 
+use crate::transport::SendError;
+
 /// One of the upstream calls, named in errors, logs and metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Call {
@@ -180,25 +182,13 @@ impl UpstreamError {
         )
     }
 
-    /// Classifies a reqwest failure. Connect is checked before timeout because a connect
-    /// timeout is both, and it means the request never left.
-    pub(crate) fn from_reqwest(call: Call, err: reqwest::Error) -> Self {
-        // The URL is configuration the operator already knows, and could carry a key.
-        let err = err.without_url();
-        if err.is_builder() {
-            Self::Config(format!("{call}: {}", source_chain(&err)))
-        } else if err.is_connect() {
-            Self::Connect {
-                call,
-                message: source_chain(&err),
-            }
-        } else if err.is_timeout() {
-            Self::Timeout { call }
-        } else {
-            Self::Transport {
-                call,
-                message: source_chain(&err),
-            }
+    /// Ties a failed exchange to its call.
+    pub(crate) fn from_send(call: Call, err: SendError) -> Self {
+        match err {
+            SendError::Request(message) => Self::Config(format!("{call}: {message}")),
+            SendError::Connect(message) => Self::Connect { call, message },
+            SendError::Timeout => Self::Timeout { call },
+            SendError::Transport(message) => Self::Transport { call, message },
         }
     }
 }

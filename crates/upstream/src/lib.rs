@@ -18,6 +18,7 @@ mod retry;
 pub mod ssrf;
 pub mod tls;
 mod token;
+mod transport;
 
 pub use breaker::{BreakerSettings, BreakerState};
 pub use client::{CallObserver, DetectOutcome, HeaderHook, UpstreamClient, UpstreamConfig};

@@ -24,6 +24,13 @@ static SHARED: LazyLock<Option<rustls::ClientConfig>> = LazyLock::new(|| {
     Some(config)
 });
 
+/// The shared configuration without ALPN protocols, for a connector that sets its own.
+pub(crate) fn client_config() -> Option<rustls::ClientConfig> {
+    let mut config = SHARED.as_ref()?.clone();
+    config.alpn_protocols.clear();
+    Some(config)
+}
+
 /// `builder` using the shared TLS configuration.
 pub fn shared_tls(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
     match SHARED.as_ref() {
@@ -44,5 +51,6 @@ mod tests {
             [b"h2".to_vec(), b"http/1.1".to_vec()]
         );
         assert!(shared_tls(reqwest::Client::builder()).build().is_ok());
+        assert!(client_config().unwrap().alpn_protocols.is_empty());
     }
 }

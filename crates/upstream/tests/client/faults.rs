@@ -156,3 +156,80 @@ async fn a_dropped_connection_may_have_been_delivered() {
         "the pool recovers after drops: {err:?}"
     );
 }
+
+/// A client whose connect timeout is far below its call timeout.
+fn quick_to_connect(base: &str) -> faceswap_upstream::UpstreamClient {
+    let base_url = url::Url::parse(base).unwrap();
+    faceswap_upstream::UpstreamClient::new(faceswap_upstream::UpstreamConfig {
+        detect_url: base_url.join("/detect").unwrap(),
+        base_url,
+        timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_millis(200),
+        policy: faceswap_upstream::CallPolicy::default(),
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_host_that_never_completes_the_tls_handshake_is_a_connect_error() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts connections and holds them open without saying a word.
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let client = quick_to_connect(&format!("https://127.0.0.1:{port}/"));
+    let started = Instant::now();
+    let err = client
+        .get_token(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UpstreamError::Connect {
+                call: Call::GetToken,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!err.maybe_delivered());
+    assert!(err.to_string().contains("timed out"), "{err}");
+    // Three attempts of 200 ms and their backoff, far from the 10 s call timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    holder.abort();
+}
+
+#[tokio::test]
+async fn https_to_a_plain_http_upstream_fails_to_connect_and_sends_nothing() {
+    let sim = spawn_sim(&[]).await;
+    let base = sim.handle.base_url();
+    let client = quick_to_connect(&base.replacen("http://", "https://", 1));
+    let err = client
+        .get_token(CLIENT_ID, CLIENT_SECRET)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UpstreamError::Connect {
+                call: Call::GetToken,
+                ..
+            }
+        ),
+        "a failed TLS handshake means nothing was sent: {err:?}"
+    );
+    assert_eq!(
+        crate::helpers::sim_stats(&base).await.calls.get_token,
+        0,
+        "the simulator read no request"
+    );
+}
