@@ -33,8 +33,6 @@ import yaml
 # Variables the deployment sets that README does not list, because they are other software's
 # conventions (or provisional). Anything else undocumented fails env-drift.
 OUTSIDE_CONVENTIONS = {
-    "OTEL_EXPORTER_OTLP_ENDPOINT": "OpenTelemetry SDK standard variable (gateway has no OTLP export yet)",
-    "OTEL_SERVICE_NAME": "OpenTelemetry SDK standard variable (gateway has no OTLP export yet)",
     "AWS_ACCESS_KEY_ID": "S3 credentials, object_store AmazonS3Builder::from_env convention",
     "AWS_SECRET_ACCESS_KEY": "S3 credentials, object_store AmazonS3Builder::from_env convention",
     "AWS_REGION": "S3 region, object_store AmazonS3Builder::from_env convention",
