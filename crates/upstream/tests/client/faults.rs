@@ -1,20 +1,16 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use faceswap_upstream::{Call, UpstreamError};
+use faceswap_upstream::{Call, CallPolicy, UpstreamClient, UpstreamError};
 use faceswap_wire::Code;
 
 use crate::helpers::{
-    CLIENT_ID, CLIENT_SECRET, client_for, create_request, spawn_sim, spawn_sim_with_timeout,
+    CLIENT_ID, CLIENT_SECRET, client_for, client_with, create_request, sim_stats, spawn_sim,
+    spawn_sim_with_timeout,
 };
 
-#[tokio::test]
-async fn a_closed_port_is_a_connect_error_that_was_not_delivered() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let client = client_for(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(5));
+/// Asks `client` for a token, which must fail to connect (so nothing was delivered).
+async fn get_token_fails_to_connect(client: &UpstreamClient) -> UpstreamError {
     let err = client
         .get_token(CLIENT_ID, CLIENT_SECRET)
         .await
@@ -30,7 +26,17 @@ async fn a_closed_port_is_a_connect_error_that_was_not_delivered() {
         "{err:?}"
     );
     assert!(!err.maybe_delivered());
-    let msg = err.to_string();
+    err
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_connect_error_that_was_not_delivered() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let client = client_for(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(5));
+    let msg = get_token_fails_to_connect(&client).await.to_string();
     assert!(
         msg.to_lowercase().contains("refused"),
         "the source chain is kept: {msg}"
@@ -158,16 +164,13 @@ async fn a_dropped_connection_may_have_been_delivered() {
 }
 
 /// A client whose connect timeout is far below its call timeout.
-fn quick_to_connect(base: &str) -> faceswap_upstream::UpstreamClient {
-    let base_url = url::Url::parse(base).unwrap();
-    faceswap_upstream::UpstreamClient::new(faceswap_upstream::UpstreamConfig {
-        detect_url: base_url.join("/detect").unwrap(),
-        base_url,
-        timeout: Duration::from_secs(10),
-        connect_timeout: Duration::from_millis(200),
-        policy: faceswap_upstream::CallPolicy::default(),
-    })
-    .unwrap()
+fn quick_to_connect(base: &str) -> UpstreamClient {
+    client_with(
+        base,
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        CallPolicy::default(),
+    )
 }
 
 #[tokio::test]
@@ -183,21 +186,7 @@ async fn a_host_that_never_completes_the_tls_handshake_is_a_connect_error() {
     });
     let client = quick_to_connect(&format!("https://127.0.0.1:{port}/"));
     let started = Instant::now();
-    let err = client
-        .get_token(CLIENT_ID, CLIENT_SECRET)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            UpstreamError::Connect {
-                call: Call::GetToken,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(!err.maybe_delivered());
+    let err = get_token_fails_to_connect(&client).await;
     assert!(err.to_string().contains("timed out"), "{err}");
     // Three attempts of 200 ms and their backoff, far from the 10 s call timeout.
     assert!(
@@ -213,22 +202,10 @@ async fn https_to_a_plain_http_upstream_fails_to_connect_and_sends_nothing() {
     let sim = spawn_sim(&[]).await;
     let base = sim.handle.base_url();
     let client = quick_to_connect(&base.replacen("http://", "https://", 1));
-    let err = client
-        .get_token(CLIENT_ID, CLIENT_SECRET)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            UpstreamError::Connect {
-                call: Call::GetToken,
-                ..
-            }
-        ),
-        "a failed TLS handshake means nothing was sent: {err:?}"
-    );
+    // A failed TLS handshake: nothing was sent.
+    get_token_fails_to_connect(&client).await;
     assert_eq!(
-        crate::helpers::sim_stats(&base).await.calls.get_token,
+        sim_stats(&base).await.calls.get_token,
         0,
         "the simulator read no request"
     );

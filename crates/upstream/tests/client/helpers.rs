@@ -47,12 +47,22 @@ pub fn client_for(base: &str, timeout: Duration) -> UpstreamClient {
 
 /// A client for `base` with the given call policy.
 pub fn client_with_policy(base: &str, timeout: Duration, policy: CallPolicy) -> UpstreamClient {
+    client_with(base, timeout, Duration::from_secs(2), policy)
+}
+
+/// A client for `base` with the given timeouts and call policy.
+pub fn client_with(
+    base: &str,
+    timeout: Duration,
+    connect_timeout: Duration,
+    policy: CallPolicy,
+) -> UpstreamClient {
     let base_url = Url::parse(base).unwrap();
     UpstreamClient::new(UpstreamConfig {
         detect_url: base_url.join("/interface/detect-api/detect_faces").unwrap(),
         base_url,
         timeout,
-        connect_timeout: Duration::from_secs(2),
+        connect_timeout,
         policy,
     })
     .unwrap()
