@@ -52,6 +52,38 @@ const GATEWAY_PORT: u16 = 19180;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // A stop signal sent to this process alone (not its process group, as Ctrl-C is) would
+    // otherwise leave the simulator, nginx and the gateway running, and the next run would
+    // find their ports taken. Aborting the run drops their handles, which stops them.
+    let mut run = tokio::spawn(run(args));
+    tokio::select! {
+        joined = &mut run => joined.context("the benchmark panicked")?,
+        signal = stop_signal() => {
+            eprintln!("bench: {signal}: stopping after the load step in progress");
+            run.abort();
+            let _ = run.await;
+            anyhow::bail!("stopped by {signal}; the simulator, nginx and the gateway were stopped")
+        }
+    }
+}
+
+/// The first of SIGINT and SIGTERM, by name.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // Without handlers the default actions apply, as before.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let work = PathBuf::from("target/bench/run");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
@@ -128,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
             "/detect",
         );
         results.detect_small = scenario(&mut results.failed, "1 detect (image_url)", async {
-            forwarding::run(&calls, ctx.step, &[0.1, 0.25, 0.5, 0.75, 0.9])
+            forwarding::run(&calls, ctx.step, &[0.1, 0.25, 0.5, 0.75, 0.9]).await
         })
         .await;
     }
@@ -140,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
                 ctx.body_file("detect-big.json", &body)?,
                 "/detect",
             );
-            big_body::run(&calls, &gateway.proc, body.len(), ctx.step)
+            big_body::run(&calls, &gateway.proc, body.len(), ctx.step).await
         })
         .await;
     }
@@ -160,7 +192,7 @@ async fn main() -> anyhow::Result<()> {
                 "info-gateway.json",
                 &serde_json::to_vec(&serde_json::json!({"_id": gateway_id}))?,
             )?;
-            forwarding::run(&calls, ctx.step, &[0.5])
+            forwarding::run(&calls, ctx.step, &[0.5]).await
         })
         .await;
     }

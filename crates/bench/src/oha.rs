@@ -60,7 +60,7 @@ impl Measured {
 }
 
 /// Drives `call` for `duration` over `connections` keep-alive connections.
-pub fn run(
+pub async fn run(
     call: &Call,
     connections: usize,
     duration: Duration,
@@ -83,7 +83,10 @@ pub fn run(
             .arg("--latency-correction");
     }
     cmd.arg(&call.url);
-    let out = cmd.output().context("running oha (cargo install oha)")?;
+    // On a blocking thread, so that the run can be stopped between load steps (see `main`).
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await?
+        .context("running oha (cargo install oha)")?;
     if !out.status.success() {
         bail!("oha failed: {}", String::from_utf8_lossy(&out.stderr));
     }

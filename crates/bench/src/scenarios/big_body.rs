@@ -71,7 +71,7 @@ fn noisy_jpeg(face: &RgbImage, side: u32) -> anyhow::Result<Vec<u8>> {
     Ok(out.into_inner())
 }
 
-pub fn run(
+pub async fn run(
     calls: &[Call],
     gateway: &Proc,
     body_bytes: usize,
@@ -81,13 +81,15 @@ pub fn run(
     let mut before = 0;
     let mut peak = 0;
     for call in calls {
-        oha::run(call, 2, Duration::from_secs(2), None)?.check(200)?;
+        oha::run(call, 2, Duration::from_secs(2), None)
+            .await?
+            .check(200)?;
         if call.target == "gateway" {
             // Settle what the warm-up left, then measure the peak from here.
             before = gateway.memory()?.rss;
             gateway.reset_peak()?;
         }
-        let m = oha::run(call, IN_FLIGHT, step, None)?;
+        let m = oha::run(call, IN_FLIGHT, step, None).await?;
         m.check(200)?;
         if call.target == "gateway" {
             peak = gateway.memory()?.peak;

@@ -36,7 +36,9 @@ pub async fn run(ctx: &Ctx, gateway_url: &str, token: &str) -> anyhow::Result<Cy
     drive(gateway_url, token, Duration::from_secs(2)).await?;
     let (cycles, mut latencies, failures) = drive(gateway_url, token, ctx.step).await?;
     let cycles_per_second = cycles as f64 / ctx.step.as_secs_f64();
-    let pgbench_tps = pgbench(&ctx.env.database_url, ctx.step)?;
+    // On a blocking thread, so that the run can be stopped between load steps (see `main`).
+    let (database_url, step) = (ctx.env.database_url.clone(), ctx.step);
+    let pgbench_tps = tokio::task::spawn_blocking(move || pgbench(&database_url, step)).await??;
     Ok(Cycles {
         clients: CLIENTS,
         cycles_per_second,

@@ -36,14 +36,16 @@ impl Forwarding {
 
 /// Runs `calls` (direct, nginx, gateway) at peak and then at each of `fractions` of the
 /// gateway's peak, every answer checked to be a 200.
-pub fn run(calls: &[Call], step: Duration, fractions: &[f64]) -> anyhow::Result<Forwarding> {
+pub async fn run(calls: &[Call], step: Duration, fractions: &[f64]) -> anyhow::Result<Forwarding> {
     for call in calls {
         // Warm-up: connections, the tokens, the allocator's pools.
-        oha::run(call, CONNECTIONS, Duration::from_secs(2), None)?.check(200)?;
+        oha::run(call, CONNECTIONS, Duration::from_secs(2), None)
+            .await?
+            .check(200)?;
     }
     let mut peaks = Vec::new();
     for call in calls {
-        let m = oha::run(call, CONNECTIONS, step, None)?;
+        let m = oha::run(call, CONNECTIONS, step, None).await?;
         m.check(200)?;
         eprintln!(
             "  peak {:8}: {:8.0} req/s  p50 {:.2} ms  p99 {:.2} ms",
@@ -60,7 +62,7 @@ pub fn run(calls: &[Call], step: Duration, fractions: &[f64]) -> anyhow::Result<
     for &fraction in fractions {
         let rate = (fraction * gateway_peak).round().max(1.0);
         for call in calls {
-            let m = oha::run(call, CONNECTIONS, step, Some(rate))?;
+            let m = oha::run(call, CONNECTIONS, step, Some(rate)).await?;
             m.check(200)?;
             eprintln!(
                 "  {:3.0}% {:8}: {:8.0} req/s  p50 {:.2} ms  p99 {:.2} ms",
