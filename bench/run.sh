@@ -6,6 +6,7 @@
 # docs/benchmarks.md and docs/benchmarks.png. Takes about 10 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/ensure-build-tools.sh
 
 need_apt=()
 command -v nginx >/dev/null || need_apt+=(nginx-light)

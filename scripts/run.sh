@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+scripts/ensure-build-tools.sh
 eval "$(scripts/dev-services.sh)"
 profile=${CARGO_PROFILE:-dev}
 cargo build --locked --profile "$profile" -p faceswap-gateway -p faceswap-sim

@@ -10,6 +10,7 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+scripts/ensure-build-tools.sh
 eval "$(scripts/dev-services.sh)"
 export DATABASE_URL REDIS_URL
 scripts/ensure-chromium.sh # headless browser for the Swagger UI test
