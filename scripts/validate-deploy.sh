@@ -197,7 +197,12 @@ guards() {
     must_refuse "leaseMs must exceed" --set config.workers.leaseMs=1000 &&
     must_refuse "secrets.database.existingSecret" --set secrets.database.existingSecret= &&
     must_refuse "kubeVersion" --kube-version 1.24.0 &&
-    must_refuse "additional properties 'replicaCnt'" --set api.replicaCnt=3
+    must_refuse "additional properties 'replicaCnt'" --set api.replicaCnt=3 &&
+    # The schema's bounds on optional settings are the ones the gateway refuses at start-up.
+    must_refuse "/config/upstream/retryAttempts': minimum" --set config.upstream.retryAttempts=0 &&
+    must_refuse "/config/upstream/breakerFailureRatio': maximum" \
+      --set-json config.upstream.breakerFailureRatio=1.5 &&
+    must_refuse "/config/requests/maxHeaderBytes': minimum" --set config.requests.maxHeaderBytes=4096
 }
 check "helm render guards refuse bad values" guards
 
