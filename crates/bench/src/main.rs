@@ -59,7 +59,10 @@ async fn main() -> anyhow::Result<()> {
     tokio::select! {
         joined = &mut run => joined.context("the benchmark panicked")?,
         signal = stop_signal() => {
-            eprintln!("bench: {signal}: stopping after the load step in progress");
+            eprintln!(
+                "bench: {signal}: stopping the simulator, nginx and the gateway; \
+                 exiting once the load step in progress ends"
+            );
             run.abort();
             let _ = run.await;
             anyhow::bail!("stopped by {signal}; the simulator, nginx and the gateway were stopped")
