@@ -36,7 +36,8 @@ const USER_AGENT_VALUE: &str = concat!("faceswap-upstream/", env!("CARGO_PKG_VER
 pub(crate) enum SendError {
     /// Nothing usable to send (a token that is not a valid header value).
     Request(String),
-    /// No connection could be made within the connect timeout: nothing was sent.
+    /// No connection could be made (refused, unreachable, a failed TLS handshake, or none
+    /// within the connect timeout): nothing was sent.
     Connect(String),
     /// The whole exchange took longer than the timeout.
     Timeout,
