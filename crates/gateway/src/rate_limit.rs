@@ -373,7 +373,7 @@ mod tests {
 
     /// A limiter on the test Redis (`REDIS_URL`), under a prefix of its own.
     fn shared_limiter() -> RateLimiter {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let url = faceswap_testkit::redis_url();
         let prefix = format!("test-{}:", Uuid::new_v4());
         RateLimiter::new(Cache::new(&url, &prefix).unwrap())
     }
