@@ -375,7 +375,7 @@ pub async fn usage(state: &AppState, tenant: TenantId) -> Result<UsageView, ApiE
     let row = store::tenants::find(&mut conn, tenant.0)
         .await?
         .ok_or(ApiError::AuthInvalid("the tenant no longer exists"))?;
-    let used = store::sessions::quota_usage(&mut conn, tenant.0, true).await?;
+    let used = store::sessions::quota_usage(&mut conn, tenant.0).await?;
     let limits = row.limits();
     Ok(UsageView {
         max_concurrent_sessions: limits.max_concurrent_sessions,

@@ -67,20 +67,13 @@ pub struct SessionRow {
 }
 
 /// The tenant's current use of its quota: sessions holding a slot, and session-seconds charged
-/// plus those running in open sessions. With `count_seconds` false the seconds are not summed
-/// (`seconds_used` is 0): the sum reads every ledger row of the tenant, which a tenant without a
-/// budget need not pay for on each create. The query is the database's `tenant_quota_usage`,
-/// which [`reserve`] uses too.
+/// plus those running in sessions that hold one. It reads the tenant's running totals (the
+/// database's `tenant_quota_usage`, which [`reserve`] uses too), kept by triggers.
 #[tracing::instrument(skip_all)]
-pub async fn quota_usage(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    count_seconds: bool,
-) -> sqlx::Result<QuotaUsage> {
+pub async fn quota_usage(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<QuotaUsage> {
     let (active_sessions, seconds_used): (i64, i64) =
-        sqlx::query_as("select active_sessions, seconds_used from tenant_quota_usage($1, $2)")
+        sqlx::query_as("select active_sessions, seconds_used from tenant_quota_usage($1, true)")
             .bind(tenant_id)
-            .bind(count_seconds)
             .fetch_one(conn)
             .await?;
     Ok(QuotaUsage {
@@ -102,8 +95,9 @@ pub enum Reservation {
 
 /// Checks the tenant's quota and writes the reservation of a session about to be created
 /// upstream, in one statement (the database's `reserve_session`). Run it outside a transaction:
-/// the tenant-row lock that makes concurrent creates of one tenant check one at a time is then
-/// held only while the server works and commits, not across round trips to this process.
+/// the lock on the tenant's totals row that makes concurrent creates of one tenant check one at
+/// a time is then held only while the server works and commits, not across round trips to this
+/// process.
 #[tracing::instrument(skip_all)]
 pub async fn reserve(
     conn: &mut PgConnection,
@@ -363,6 +357,17 @@ pub async fn schedule_close_retry(
     Ok(())
 }
 
+/// A `closing` session to mark closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Close {
+    /// The session.
+    pub session_id: Uuid,
+    /// The upstream status it ends with (the last one seen when `None`).
+    pub final_status: Option<i16>,
+    /// Its resources are recorded in the same transaction: none are left to look up.
+    pub resources_checked: bool,
+}
+
 /// Marks closing sessions closed and charges their seconds to the ledger, once each, in two
 /// statements. Returns the rows and the seconds charged; sessions no longer `closing` (another
 /// closer settled them) are left out. Run it in a transaction so the states and the charges land
@@ -370,21 +375,25 @@ pub async fn schedule_close_retry(
 #[tracing::instrument(skip_all, fields(sessions = closes.len()))]
 pub async fn finish_close_many(
     conn: &mut PgConnection,
-    closes: &[(Uuid, Option<i16>)],
+    closes: &[Close],
 ) -> sqlx::Result<Vec<(SessionRow, i64)>> {
-    let (ids, statuses): (Vec<Uuid>, Vec<Option<i16>>) = closes.iter().copied().unzip();
+    let ids: Vec<Uuid> = closes.iter().map(|c| c.session_id).collect();
+    let statuses: Vec<Option<i16>> = closes.iter().map(|c| c.final_status).collect();
+    let checked: Vec<bool> = closes.iter().map(|c| c.resources_checked).collect();
     let rows: Vec<SessionRow> = sqlx::query_as(concat!(
         "update sessions set state = 'closed', closed_at = now(),
             close_reason = coalesce(pending_close_reason, 'client'),
             faceswap_status = coalesce(f.final_status, faceswap_status),
+            resources_checked_at = case when f.checked then now() end,
             claimed_until = null, next_close_at = null
-         from unnest($1::uuid[], $2::int2[]) as f(id, final_status)
+         from unnest($1::uuid[], $2::int2[], $3::bool[]) as f(id, final_status, checked)
          where session_id = f.id and state = 'closing'
          returning ",
         columns!()
     ))
     .bind(&ids)
     .bind(&statuses)
+    .bind(&checked)
     .fetch_all(&mut *conn)
     .await?;
     let charged: Vec<(SessionRow, i64)> = rows
@@ -411,6 +420,23 @@ pub async fn finish_close_many(
     .execute(conn)
     .await?;
     Ok(charged)
+}
+
+/// Locks the usage totals of these sessions' tenants, in one order. Closing sessions updates
+/// their tenants' totals at commit (a deferred trigger) in whatever order the rows came; a
+/// transaction that closes sessions of several tenants calls this just before committing, so
+/// two such transactions sharing tenants cannot deadlock.
+#[tracing::instrument(skip_all)]
+pub async fn lock_usage_totals(conn: &mut PgConnection, session_ids: &[Uuid]) -> sqlx::Result<()> {
+    sqlx::query(
+        "select 1 from tenant_usage
+         where tenant_id in (select tenant_id from sessions where session_id = any($1))
+         order by tenant_id for update",
+    )
+    .bind(session_ids)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Filters and position of a page of sessions.
@@ -521,13 +547,9 @@ pub async fn due_for_reaping(
 ) -> sqlx::Result<Vec<(Uuid, String)>> {
     sqlx::query_as(
         "with over_budget as (
-            select t.tenant_id from tenants t
+            select t.tenant_id from tenants t, tenant_quota_usage(t.tenant_id, true) u
             where t.session_seconds_budget is not null
-              and coalesce((select sum(l.seconds) from usage_ledger l where l.tenant_id = t.tenant_id), 0)
-                + coalesce((select sum(extract(epoch from now() - coalesce(s2.opened_at, s2.created_at)))
-                              from sessions s2
-                             where s2.tenant_id = t.tenant_id and s2.state in ('open', 'closing')), 0)
-                >= t.session_seconds_budget
+              and u.seconds_used >= t.session_seconds_budget
          )
          select s.session_id,
             case

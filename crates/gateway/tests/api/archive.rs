@@ -519,6 +519,25 @@ async fn s3_retention_deletes_archived_objects_with_an_event(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn a_tenants_close_records_the_resources_it_minted_before_answering(pool: PgPool) {
+    let s = setup(pool, Store::Local, &[], &[]).await;
+    let app = &s.app;
+    let session = closed_session(app, &s.token).await;
+    // No archiver has run: the close itself recorded them and marked the session checked.
+    let listed = session_resources(app, &s.token, &session).await;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().all(|r| r["state"] == "pending"), "{listed:?}");
+    let (state, checked): (String, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as("select state, resources_checked_at from sessions where session_id = $1")
+            .bind(SessionId::parse(&session).unwrap().0)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "closed");
+    assert!(checked.is_some(), "the archiver has no lookup left to do");
+}
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
 async fn a_closed_session_whose_lookup_failed_is_looked_up_by_the_archiver(pool: PgPool) {
     let s = setup(pool, Store::Local, &[], &[]).await;
     let app = &s.app;

@@ -291,10 +291,14 @@ async fn a_spent_budget_closes_open_sessions_and_refuses_new_ones(pool: PgPool) 
         "open",
         "within budget"
     );
-    sqlx::query("update sessions set opened_at = now() - interval '60 seconds'")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    // Both sessions were reserved and opened a minute ago: 120 seconds against 100.
+    sqlx::query(
+        "update sessions set created_at = now() - interval '60 seconds',
+            opened_at = now() - interval '60 seconds'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
     reap(&app).await;
     for id in [&a, &b] {
         assert_eq!(session(&app, &token, id).await["close_reason"], "budget");

@@ -97,3 +97,100 @@ async fn a_failed_upstream_create_releases_the_reservation(pool: PgPool) {
     let (status, resp) = app.create_session(&token).await;
     assert_eq!(status, 200, "the slot is free again: {resp}");
 }
+
+/// The tenant's running totals (kept by triggers) against a count of its rows.
+async fn assert_totals_match_a_recount(pool: &PgPool) {
+    let kept: Vec<(uuid::Uuid, i64, i64, i64)> = sqlx::query_as(
+        "select tenant_id, active_sessions, active_since_ms, seconds_charged
+         from tenant_usage order by tenant_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let counted: Vec<(uuid::Uuid, i64, i64, i64)> =
+        sqlx::query_as("select * from tenant_usage_recount() order by tenant_id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(kept, counted, "totals drifted from the rows");
+}
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn usage_totals_follow_every_session_change(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let tenant = app.tenant(8, Some(1_000_000)).await;
+    let other = app.tenant(8, None).await;
+    let (token, other_token) = (app.token(&tenant).await, app.token(&other).await);
+
+    let created = join_all((0..12).map(|i| {
+        let token = if i % 2 == 0 { &token } else { &other_token };
+        app.create_session(token)
+    }))
+    .await;
+    assert!(created.iter().all(|(s, _)| *s == 200), "{created:?}");
+    assert_totals_match_a_recount(&app.pool).await;
+
+    // Concurrent closes (each charges the ledger) and creates into the freed slots.
+    let bodies: Vec<_> = created
+        .iter()
+        .take(6)
+        .map(|(_, body)| json!({"_id": body["data"]["_id"]}))
+        .collect();
+    let calls = bodies.iter().enumerate().map(|(i, body)| {
+        let token = if i % 2 == 0 { &token } else { &other_token };
+        app.post("/api/open/v3/faceswap/live/close", body, Some(token))
+    });
+    let closed = join_all(calls).await;
+    assert!(closed.iter().all(|(s, _)| *s == 200), "{closed:?}");
+    let more = join_all((0..4).map(|_| app.create_session(&token))).await;
+    assert!(more.iter().all(|(s, _)| *s == 200), "{more:?}");
+    assert_totals_match_a_recount(&app.pool).await;
+
+    // A refused create (reservation deleted) and one whose outcome is unknown (marked lost).
+    app.sim_config(json!({"error_rate": 1.0})).await;
+    assert_eq!(app.create_session(&token).await.0, 502);
+    app.sim_config(json!({"error_rate": 0.0, "drop_rate": 1.0}))
+        .await;
+    assert_eq!(app.create_session(&token).await.0, 502);
+    app.sim_config(json!({"drop_rate": 0.0})).await;
+    assert_totals_match_a_recount(&app.pool).await;
+
+    let (status, usage) = app.get("/v1/usage", Some(&token)).await;
+    assert_eq!(status, 200, "{usage}");
+    assert_eq!(usage["data"]["active_sessions"], 7, "{usage}");
+    let charged: i64 = sqlx::query_scalar(
+        "select coalesce(sum(seconds), 0)::bigint from usage_ledger where tenant_id = $1",
+    )
+    .bind(
+        faceswap_gateway::domain::ids::TenantId::parse(&tenant.tenant_id)
+            .unwrap()
+            .0,
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let used = usage["data"]["session_seconds_used"].as_i64().unwrap();
+    assert!(
+        (charged..=charged + 7 * 5).contains(&used),
+        "charged {charged}, used {used}"
+    );
+}
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn seconds_of_sessions_holding_a_slot_count_against_the_budget(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let tenant = app.tenant(5, Some(100)).await;
+    let token = app.token(&tenant).await;
+    assert_eq!(app.create_session(&token).await.0, 200);
+    // The open session was reserved 150 s ago: the budget of 100 is spent.
+    sqlx::query("update sessions set created_at = created_at - interval '150 seconds'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_totals_match_a_recount(&app.pool).await;
+    let (_, usage) = app.get("/v1/usage", Some(&token)).await;
+    let used = usage["data"]["session_seconds_used"].as_i64().unwrap();
+    assert!((150..=155).contains(&used), "{usage}");
+    let (status, resp) = app.create_session(&token).await;
+    assert_eq!((status, resp["code"].as_i64()), (429, Some(1104)), "{resp}");
+}
