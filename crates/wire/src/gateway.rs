@@ -66,7 +66,8 @@ pub struct UsageView {
     /// Session-seconds allowed in total; absent when there is no budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_seconds_budget: Option<i64>,
-    /// Session-seconds used: charged for closed sessions plus elapsed in open ones.
+    /// Session-seconds used: charged for closed sessions plus those elapsed since each session
+    /// still holding a slot was reserved.
     pub session_seconds_used: i64,
     /// Session-seconds left; absent when there is no budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
