@@ -4,10 +4,9 @@
 //!
 //! Discovery happens where the upstream's answers pass through: a detection answer's
 //! `face_urls`, and a session's `resources` in `info` — fetched once right after a tenant's or
-//! an admin's close and recorded in the close's transaction, seen by the status monitor and by
-//! a tenant's `info`, and looked up by the archiver for any closed session still unchecked (the
-//! reaper's batched closes leave theirs to it, and a failed lookup after a close is retried
-//! that way). Recording is
+//! an admin's close, seen by the status monitor and by a tenant's `info`, and looked up by the
+//! archiver for any closed session still unchecked (the reaper's batched closes leave theirs to
+//! it, and a failed lookup after a close is retried that way). Recording is
 //! idempotent: one row per tenant and URL.
 
 use std::time::{Duration, Instant};
@@ -53,7 +52,7 @@ pub async fn record(
     Ok(new)
 }
 
-pub(crate) fn log_recorded(tenant_id: Uuid, session_id: Option<Uuid>, new: u64) {
+fn log_recorded(tenant_id: Uuid, session_id: Option<Uuid>, new: u64) {
     if new > 0 {
         tracing::info!(tenant_id = %TenantId(tenant_id), session_id = ?session_id.map(SessionId), new, "resources recorded for archiving");
     }
@@ -80,52 +79,41 @@ pub async fn record_detect_answer(state: &AppState, tenant: TenantId, body: &[u8
     }
 }
 
-/// The resources a session just closed by this process left upstream, looked up once so that
-/// the close records them in its own transaction; `None` when the lookup failed (the session is
-/// then left unchecked and the archiver looks again).
-pub async fn lookup_after_close(state: &AppState, row: &SessionRow) -> Option<Vec<Discovered>> {
-    let upstream_id = row.upstream_id.as_deref()?;
-    match lookup(state, row.session_id, upstream_id).await {
-        Ok(found) => Some(found),
-        Err(e) => {
-            tracing::warn!(session_id = %SessionId(row.session_id), error = %format!("{e:#}"), "looking up a closed session's resources failed; the archiver retries");
-            None
-        }
+/// Looks up a closed session's resources upstream once and records them. Called right after a
+/// close; when it fails the archiver's lookup retries it.
+pub async fn after_close(state: &AppState, row: &SessionRow) {
+    let Some(upstream_id) = row.upstream_id.clone() else {
+        return;
+    };
+    let check = UncheckedSession {
+        session_id: row.session_id,
+        tenant_id: row.tenant_id,
+        upstream_id,
+    };
+    if let Err(e) = check_session(state, &check).await {
+        tracing::warn!(session_id = %SessionId(row.session_id), error = %format!("{e:#}"), "looking up a closed session's resources failed; the archiver retries");
     }
 }
 
-/// Asks the upstream for a closed session's resources. A session the upstream no longer knows
-/// has none left to find.
-async fn lookup(
-    state: &AppState,
-    session_id: Uuid,
-    upstream_id: &str,
-) -> anyhow::Result<Vec<Discovered>> {
+/// Asks the upstream for a closed session's resources, records them and marks the session
+/// checked. A session the upstream no longer knows has none left to find.
+pub async fn check_session(state: &AppState, s: &UncheckedSession) -> anyhow::Result<()> {
     let info = state
         .upstream_tokens
         .with_token(|token| {
             let upstream = state.upstream.clone();
-            let upstream_id = upstream_id.to_owned();
+            let upstream_id = s.upstream_id.clone();
             async move { upstream.info(&token, &upstream_id).await }
         })
         .await;
-    match info {
-        Ok(live) => Ok(rules::from_live(
-            &live.resources,
-            fallback_deadline(&state.archive),
-        )),
+    let found = match info {
+        Ok(live) => rules::from_live(&live.resources, fallback_deadline(&state.archive)),
         Err(UpstreamError::Business { code, .. }) if code == Code::PARAM_ERROR => {
-            tracing::info!(session_id = %SessionId(session_id), "the upstream no longer knows the session; no resources to archive");
-            Ok(Vec::new())
+            tracing::info!(session_id = %SessionId(s.session_id), "the upstream no longer knows the session; no resources to archive");
+            Vec::new()
         }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Looks up an unchecked closed session's resources, records them and marks the session
-/// checked.
-pub async fn check_session(state: &AppState, s: &UncheckedSession) -> anyhow::Result<()> {
-    let found = lookup(state, s.session_id, &s.upstream_id).await?;
+        Err(e) => return Err(e.into()),
+    };
     // The resources and the mark together: no second lookup after a crash.
     let mut conn = state.db.acquire().await?;
     let new =

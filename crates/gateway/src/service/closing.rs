@@ -1,5 +1,4 @@
-//! Closing a session: upstream first, then the record, the charge, the event and (for a single
-//! close) the resources the close minted upstream, together. A
+//! Closing a session: upstream first, then the record, the charge and the event together. A
 //! failed upstream close leaves the session `closing` with a retry scheduled; it is never
 //! reported closed before the upstream agrees (or says it no longer has it).
 
@@ -9,13 +8,12 @@ use futures_util::StreamExt;
 
 use crate::domain::events;
 use crate::domain::ids::SessionId;
-use crate::domain::resources::Discovered;
 use crate::domain::session::{CloseReason, close_retry_delay};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::store;
 use crate::store::events::NewEvent;
-use crate::store::sessions::{Close, SessionRow};
+use crate::store::sessions::SessionRow;
 
 /// The upstream says it no longer holds the session (closed already, or unknown).
 fn upstream_already_closed(e: &UpstreamError) -> bool {
@@ -26,27 +24,10 @@ fn upstream_already_closed(e: &UpstreamError) -> bool {
 /// retry and returns the error.
 pub async fn close_claimed(state: &AppState, row: &SessionRow) -> Result<SessionRow, ApiError> {
     close_upstream(state, row).await?;
-    // The close mints the session's resources upstream: looked up now, they are recorded for
-    // archiving by the close's own transaction (one commit, and no lookup left to the archiver).
-    let found = crate::service::archive::lookup_after_close(state, row).await;
-    let close = Close {
-        session_id: row.session_id,
-        final_status: Some(final_status(row)),
-        resources_checked: found.is_some(),
-    };
-    let resources = found.as_deref().map(|found| (row.session_id, found));
-    settle_many(state, &[close], resources.as_slice())
-        .await?
-        .pop()
-        .ok_or_else(|| left_closing(row.session_id))
-}
-
-fn left_closing(session_id: uuid::Uuid) -> ApiError {
-    anyhow::anyhow!(
-        "session {} left 'closing' while we closed it",
-        SessionId(session_id)
-    )
-    .into()
+    let closed = settle(state, row.session_id, Some(final_status(row))).await?;
+    // The close mints the session's resources upstream: record them for archiving.
+    crate::service::archive::after_close(state, &closed).await;
+    Ok(closed)
 }
 
 /// Closes many claimed sessions: upstream `concurrency` at a time, then every one the upstream
@@ -58,14 +39,10 @@ pub async fn close_claimed_batch(
     rows: Vec<SessionRow>,
     concurrency: usize,
 ) -> Result<(), ApiError> {
-    let released: Vec<Close> = futures_util::stream::iter(rows)
+    let released: Vec<(uuid::Uuid, Option<i16>)> = futures_util::stream::iter(rows)
         .map(|row| async move {
             match close_upstream(state, &row).await {
-                Ok(()) => Some(Close {
-                    session_id: row.session_id,
-                    final_status: Some(final_status(&row)),
-                    resources_checked: false,
-                }),
+                Ok(()) => Some((row.session_id, Some(final_status(&row)))),
                 // The retry is scheduled; nothing more to do here.
                 Err(e) => {
                     tracing::debug!(session_id = %SessionId(row.session_id), error = %e, "close failed");
@@ -77,7 +54,7 @@ pub async fn close_claimed_batch(
         .filter_map(std::future::ready)
         .collect()
         .await;
-    settle_many(state, &released, &[]).await?;
+    settle_many(state, &released).await?;
     Ok(())
 }
 
@@ -125,24 +102,23 @@ pub async fn settle(
     session_id: uuid::Uuid,
     final_status: Option<i16>,
 ) -> Result<SessionRow, ApiError> {
-    let close = Close {
-        session_id,
-        final_status,
-        resources_checked: false,
-    };
-    settle_many(state, &[close], &[])
+    settle_many(state, &[(session_id, final_status)])
         .await?
         .pop()
-        .ok_or_else(|| left_closing(session_id))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "session {} left 'closing' while we closed it",
+                SessionId(session_id)
+            )
+            .into()
+        })
 }
 
-/// [`settle`] for many sessions in one transaction, recording with them the resources found for
-/// some (by session id). A session no longer `closing` (another closer settled it, with its own
-/// event) is left out of the answer, and so are its resources.
+/// [`settle`] for many sessions in one transaction. A session no longer `closing` (another
+/// closer settled it, with its own event) is left out of the answer.
 pub async fn settle_many(
     state: &AppState,
-    closes: &[Close],
-    resources: &[(uuid::Uuid, &[Discovered])],
+    closes: &[(uuid::Uuid, Option<i16>)],
 ) -> Result<Vec<SessionRow>, ApiError> {
     if closes.is_empty() {
         return Ok(Vec::new());
@@ -177,27 +153,11 @@ pub async fn settle_many(
         })
         .collect();
     store::events::insert_many(&mut tx, &new).await?;
-    let mut recorded = Vec::new();
-    for (row, _) in &closed {
-        if let Some((_, found)) = resources.iter().find(|(id, _)| *id == row.session_id) {
-            let new = store::resources::insert_discovered(
-                &mut tx,
-                row.tenant_id,
-                Some(row.session_id),
-                found,
-            )
-            .await?;
-            recorded.push((row.tenant_id, row.session_id, new));
-        }
-    }
     if closed.len() > 1 {
         let ids: Vec<uuid::Uuid> = closed.iter().map(|(row, _)| row.session_id).collect();
         store::sessions::lock_usage_totals(&mut tx, &ids).await?;
     }
     tx.commit().await?;
-    for (tenant_id, session_id, new) in recorded {
-        crate::service::archive::log_recorded(tenant_id, Some(session_id), new);
-    }
     for ((row, seconds), (reason, _)) in closed.iter().zip(&payloads) {
         tracing::info!(session_id = %SessionId(row.session_id), reason = reason.as_str(), seconds, "session closed");
         crate::metrics::session_closed(reason.as_str());

@@ -357,17 +357,6 @@ pub async fn schedule_close_retry(
     Ok(())
 }
 
-/// A `closing` session to mark closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Close {
-    /// The session.
-    pub session_id: Uuid,
-    /// The upstream status it ends with (the last one seen when `None`).
-    pub final_status: Option<i16>,
-    /// Its resources are recorded in the same transaction: none are left to look up.
-    pub resources_checked: bool,
-}
-
 /// Marks closing sessions closed and charges their seconds to the ledger, once each, in two
 /// statements. Returns the rows and the seconds charged; sessions no longer `closing` (another
 /// closer settled them) are left out. Run it in a transaction so the states and the charges land
@@ -375,25 +364,21 @@ pub struct Close {
 #[tracing::instrument(skip_all, fields(sessions = closes.len()))]
 pub async fn finish_close_many(
     conn: &mut PgConnection,
-    closes: &[Close],
+    closes: &[(Uuid, Option<i16>)],
 ) -> sqlx::Result<Vec<(SessionRow, i64)>> {
-    let ids: Vec<Uuid> = closes.iter().map(|c| c.session_id).collect();
-    let statuses: Vec<Option<i16>> = closes.iter().map(|c| c.final_status).collect();
-    let checked: Vec<bool> = closes.iter().map(|c| c.resources_checked).collect();
+    let (ids, statuses): (Vec<Uuid>, Vec<Option<i16>>) = closes.iter().copied().unzip();
     let rows: Vec<SessionRow> = sqlx::query_as(concat!(
         "update sessions set state = 'closed', closed_at = now(),
             close_reason = coalesce(pending_close_reason, 'client'),
             faceswap_status = coalesce(f.final_status, faceswap_status),
-            resources_checked_at = case when f.checked then now() end,
             claimed_until = null, next_close_at = null
-         from unnest($1::uuid[], $2::int2[], $3::bool[]) as f(id, final_status, checked)
+         from unnest($1::uuid[], $2::int2[]) as f(id, final_status)
          where session_id = f.id and state = 'closing'
          returning ",
         columns!()
     ))
     .bind(&ids)
     .bind(&statuses)
-    .bind(&checked)
     .fetch_all(&mut *conn)
     .await?;
     let charged: Vec<(SessionRow, i64)> = rows
