@@ -30,6 +30,7 @@ create table tenant_usage (
 create function session_holds_slot(state text) returns boolean
     language sql immutable as $$ select state in ('creating', 'open', 'closing') $$;
 
+-- Immutable although built on `extract`: the epoch of an instant does not depend on the time zone.
 create function epoch_ms(t timestamptz) returns bigint
     language sql immutable as $$ select floor(extract(epoch from t) * 1000)::bigint $$;
 
