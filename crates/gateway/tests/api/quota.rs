@@ -1,6 +1,6 @@
 use faceswap_testkit::TestApp;
 use futures_util::future::join_all;
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::PgPool;
 
 async fn active_rows(pool: &PgPool) -> i64 {
@@ -193,4 +193,47 @@ async fn seconds_of_sessions_holding_a_slot_count_against_the_budget(pool: PgPoo
     assert!((150..=155).contains(&used), "{usage}");
     let (status, resp) = app.create_session(&token).await;
     assert_eq!((status, resp["code"].as_i64()), (429, Some(1104)), "{resp}");
+}
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn creates_and_closes_racing_on_two_replicas_never_exceed_the_limit(pool: PgPool) {
+    let a = TestApp::spawn(pool).await;
+    let b = a.spawn_replica().await;
+    let tenant = a.tenant(3, None).await;
+    let token = a.token(&tenant).await;
+    let replica = |i: usize| if i.is_multiple_of(2) { &a } else { &b };
+    let mut open: Vec<Value> = Vec::new();
+    let mut created_total = 0;
+    for round in 0..8 {
+        // The sessions open so far are closed while six creates race them, across replicas.
+        let closes = open
+            .iter()
+            .enumerate()
+            .map(|(i, id)| replica(i).post("/api/open/v3/faceswap/live/close", id, Some(&token)));
+        let creates = (0..6).map(|i| replica(i).create_session(&token));
+        let (closed, created) = futures_util::join!(join_all(closes), join_all(creates));
+        assert!(closed.iter().all(|(s, _)| *s == 200), "{closed:?}");
+        assert!(
+            created
+                .iter()
+                .all(|(s, body)| *s == 200 || (*s == 429 && body["code"] == 1104)),
+            "{created:?}"
+        );
+        open = created
+            .iter()
+            .filter(|(s, _)| *s == 200)
+            .map(|(_, body)| json!({"_id": body["data"]["_id"]}))
+            .collect();
+        assert!(open.len() <= 3, "round {round}: {created:?}");
+        if round == 0 {
+            assert_eq!(open.len(), 3, "three free slots at first");
+        }
+        created_total += open.len();
+        assert!(active_rows(&a.pool).await <= 3);
+        assert!(a.sim_stats().await.open_sessions.len() <= 3);
+    }
+    // A round that got no slot leaves all three free for the next, so slots freed by closes
+    // were taken again: at least 3 + 7.
+    assert!(created_total >= 10, "{created_total}");
+    assert_totals_match_a_recount(&a.pool).await;
 }
