@@ -6,7 +6,7 @@
 # sessions, then runs the reservation (`reserve_session`, what every create does first) with
 # pgbench for 10 s at 1 and at 8 clients. Prints reservations/s and the ratio to the first
 # directory, so two builds are compared in one run. Needs Postgres (started if needed) and
-# pgbench (postgresql-client). Takes about 2 minutes per directory (most of it the setup).
+# pgbench (postgresql-client). Takes 2 to 4 minutes per directory, most of it the setup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/dev-services.sh)"
