@@ -116,17 +116,17 @@ create constraint trigger usage_ledger_usage
     after insert or delete or update of seconds, tenant_id on usage_ledger
     deferrable initially deferred for each row execute function tenant_usage_track_charge();
 
--- Same answer as before, from the totals: sessions holding a slot, and seconds charged plus
--- those running in sessions that hold a slot (rounded up once).
-create or replace function tenant_quota_usage(p_tenant uuid, p_count_seconds boolean,
-                                              out active_sessions bigint, out seconds_used bigint)
+-- A tenant's use, from its totals: sessions holding a slot, and seconds charged plus those
+-- running in sessions that hold a slot (rounded up once). The seconds no longer cost a sum over
+-- the ledger, so the flag that skipped them for tenants without a budget is gone.
+drop function tenant_quota_usage(uuid, boolean);
+create function tenant_quota_usage(p_tenant uuid,
+                                   out active_sessions bigint, out seconds_used bigint)
     language sql stable as $$
     select coalesce(max(u.active_sessions), 0),
-           case when p_count_seconds then
-               coalesce(max(u.seconds_charged
-                            + greatest(0, ceil((u.active_sessions * epoch_ms(now())
-                                                - u.active_since_ms) / 1000.0))::bigint), 0)
-           else 0 end
+           coalesce(max(u.seconds_charged
+                        + greatest(0, ceil((u.active_sessions * epoch_ms(now())
+                                            - u.active_since_ms) / 1000.0))::bigint), 0)
       from tenant_usage u where u.tenant_id = p_tenant
 $$;
 
@@ -154,7 +154,7 @@ begin
     end if;
     select u.active_sessions, u.seconds_used
       into active_sessions, seconds_used
-      from tenant_quota_usage(p_tenant, session_seconds_budget is not null) u;
+      from tenant_quota_usage(p_tenant) u;
     if active_sessions < max_concurrent_sessions
        and (session_seconds_budget is null or seconds_used < session_seconds_budget) then
         insert into sessions (session_id, tenant_id, state, source_image)

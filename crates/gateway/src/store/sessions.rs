@@ -72,7 +72,7 @@ pub struct SessionRow {
 #[tracing::instrument(skip_all)]
 pub async fn quota_usage(conn: &mut PgConnection, tenant_id: Uuid) -> sqlx::Result<QuotaUsage> {
     let (active_sessions, seconds_used): (i64, i64) =
-        sqlx::query_as("select active_sessions, seconds_used from tenant_quota_usage($1, true)")
+        sqlx::query_as("select active_sessions, seconds_used from tenant_quota_usage($1)")
             .bind(tenant_id)
             .fetch_one(conn)
             .await?;
@@ -532,7 +532,7 @@ pub async fn due_for_reaping(
 ) -> sqlx::Result<Vec<(Uuid, String)>> {
     sqlx::query_as(
         "with over_budget as (
-            select t.tenant_id from tenants t, tenant_quota_usage(t.tenant_id, true) u
+            select t.tenant_id from tenants t, tenant_quota_usage(t.tenant_id) u
             where t.session_seconds_budget is not null
               and u.seconds_used >= t.session_seconds_budget
          )

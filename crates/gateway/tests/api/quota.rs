@@ -122,24 +122,28 @@ async fn usage_totals_follow_every_session_change(pool: PgPool) {
     let other = app.tenant(8, None).await;
     let (token, other_token) = (app.token(&tenant).await, app.token(&other).await);
 
-    let created = join_all((0..12).map(|i| {
-        let token = if i % 2 == 0 { &token } else { &other_token };
-        app.create_session(token)
-    }))
-    .await;
+    let token_for = |i: usize| {
+        if i.is_multiple_of(2) {
+            &token
+        } else {
+            &other_token
+        }
+    };
+
+    let created = join_all((0..12).map(|i| app.create_session(token_for(i)))).await;
     assert!(created.iter().all(|(s, _)| *s == 200), "{created:?}");
     assert_totals_match_a_recount(&app.pool).await;
 
-    // Concurrent closes (each charges the ledger) and creates into the freed slots.
+    // Concurrent closes (each charges the ledger), then more creates.
     let bodies: Vec<_> = created
         .iter()
         .take(6)
         .map(|(_, body)| json!({"_id": body["data"]["_id"]}))
         .collect();
-    let calls = bodies.iter().enumerate().map(|(i, body)| {
-        let token = if i % 2 == 0 { &token } else { &other_token };
-        app.post("/api/open/v3/faceswap/live/close", body, Some(token))
-    });
+    let calls = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| app.post("/api/open/v3/faceswap/live/close", body, Some(token_for(i))));
     let closed = join_all(calls).await;
     assert!(closed.iter().all(|(s, _)| *s == 200), "{closed:?}");
     let more = join_all((0..4).map(|_| app.create_session(&token))).await;
