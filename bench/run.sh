@@ -3,7 +3,7 @@
 # Installs what it needs once (oha from crates.io, nginx and pgbench from Debian, matplotlib
 # from PyPI into target/tools/), builds in release mode, starts Postgres/Redis if needed, then
 # runs the seven scenarios against the simulator directly, nginx and the gateway, and writes
-# docs/benchmarks.md and docs/benchmarks.png. Takes about 10 minutes on 2 cores.
+# docs/benchmarks.md and docs/benchmarks.png. Takes about 12 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-build-tools.sh
