@@ -5,10 +5,9 @@
 //! across replicas.
 
 use axum::body::Body;
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -25,20 +24,29 @@ const LEASE: std::time::Duration = std::time::Duration::from_secs(120);
 /// Largest answer kept for replay (tenant answers are small envelopes).
 const MAX_KEPT_ANSWER: usize = 1024 * 1024;
 
-/// The middleware; requests without the header, or to other routes, pass straight through.
-pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Runs `inner` on the request, once per key; requests without the header, or to other routes,
+/// pass straight through.
+pub async fn around(
+    state: &AppState,
+    req: Request,
+    inner: impl AsyncFnOnce(Request) -> Response,
+) -> Response {
     if req.method() != Method::POST
         || !req.headers().contains_key(HEADER)
         || !ROUTES.contains(&req.uri().path())
     {
-        return next.run(req).await;
+        return inner(req).await;
     }
-    run(&state, req, next)
+    run(state, req, inner)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn run(state: &AppState, req: Request, next: Next) -> Result<Response, ApiError> {
+async fn run(
+    state: &AppState,
+    req: Request,
+    inner: impl AsyncFnOnce(Request) -> Response,
+) -> Result<Response, ApiError> {
     let key = req
         .headers()
         .get(HEADER)
@@ -88,7 +96,7 @@ async fn run(state: &AppState, req: Request, next: Next) -> Result<Response, Api
     }
     drop(conn);
 
-    let resp = next.run(Request::from_parts(parts, Body::from(body))).await;
+    let resp = inner(Request::from_parts(parts, Body::from(body))).await;
     let status = resp.status().as_u16();
     if !keeps_answer(status) {
         forget(state, tenant_id, &key).await;

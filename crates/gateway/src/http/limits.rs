@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -80,7 +80,7 @@ pub fn json_too_deep(bytes: &[u8], max: usize) -> bool {
 }
 
 /// Bounds the time a request may take to produce its response head.
-pub async fn request_deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn within_deadline(state: &AppState, req: Request, next: Next) -> Response {
     let limit = state.settings.limits.request_timeout;
     let detection = DETECTION_ROUTES.contains(&req.uri().path());
     match tokio::time::timeout(limit, next.run(req)).await {

@@ -256,16 +256,8 @@ pub fn router(state: AppState, serve_api: bool) -> axum::Router {
     router
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            limits::request_deadline,
-        ))
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            idempotency::middleware,
-        ))
-        .layer(observe::layer())
+        .layer(observe::layer(state.clone()))
         .with_state(state)
 }
 
