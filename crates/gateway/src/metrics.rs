@@ -211,7 +211,7 @@ pub const ALL: &[MetricDef] = &[
         RATE_LIMIT_SCRIPTS,
         Kind::Counter,
         &[],
-        "Rate-limit scripts run in Redis, each deciding a batch of one tenant's requests",
+        "Rate-limit scripts run in Redis, each deciding a batch of one tenant's requests and leasing grants ahead of its demand",
     ),
     def(
         SESSION_CACHE_LOOKUPS,

@@ -3,11 +3,21 @@
 //! The algorithm is GCRA, run as a Lua script on one key per tenant (the tenant's "theoretical
 //! arrival time"), with Redis's own clock so replicas with skewed clocks agree. A replica sends
 //! at most one script per tenant at a time: requests arriving while it runs wait and are
-//! counted together by the next one (the script grants the first `n` it can), so a busy tenant
-//! costs one Redis round trip per batch instead of per request, and the answer per request is
-//! the same as if each had been counted alone, in arrival order. While Redis cannot be reached,
-//! each process enforces the same rate on its own (governor's GCRA): with N replicas a tenant
-//! gets at most N times its rate during an outage, never an unbounded one. After a Redis failure the process stays on its own limiter for
+//! counted together by the next one (the script grants the first `n` it can, in arrival order).
+//!
+//! A busy tenant would still cost a script per batch, and the script is the most expensive
+//! thing Redis does for a request. So a replica whose tenant keeps it busy also takes grants
+//! ahead of demand: about what the tenant asked of it in the last [`LEASE`], spent locally
+//! without asking Redis until the lease ends. Leased grants are counted in Redis when they are
+//! taken, so every replica together never grants more than the rate allows; a grant is spent at
+//! most [`LEASE`] after Redis counted it, and what a lease leaves unspent is handed back with
+//! the replica's next script. A lease never takes the last half of a tenant's burst: near its
+//! limit a tenant's requests are decided one by one, in arrival order, as if there were no
+//! leases, and no replica holds grants another one is refused.
+//!
+//! While Redis cannot be reached, each process enforces the same rate on its own (governor's
+//! GCRA): with N replicas a tenant gets at most N times its rate during an outage, never an
+//! unbounded one. After a Redis failure the process stays on its own limiter for
 //! [`REDIS_RETRY`] instead of paying Redis's timeout on every request.
 
 use std::collections::HashMap;
@@ -31,29 +41,51 @@ pub const REDIS_RETRY: Duration = Duration::from_secs(1);
 /// API or the CLI applies everywhere within this period).
 pub const RATES_REFRESH: Duration = Duration::from_secs(2);
 
-/// GCRA for `n` requests at once. KEYS[1]: the tenant's arrival-time key. ARGV[1]: emission
-/// interval, µs. ARGV[2]: burst. ARGV[3]: n. Returns {granted, µs until the first refused one
-/// would be allowed (0 when all were granted)}. Granting `n` in one step equals granting them
-/// one by one: each advances the arrival time by one interval while it stays within the burst.
-/// Times are µs since the epoch, exact in Lua's doubles until the year 2255.
+/// How long leased grants may be spent after they were taken: the most a tenant's requests
+/// can run ahead of Redis's count. Short enough that, at any rate a tenant could notice, it is
+/// a fraction of one request's interval; long enough that a replica busy with one tenant sends
+/// it a script every few milliseconds rather than every few requests.
+pub const LEASE: Duration = Duration::from_millis(10);
+/// Most grants one lease takes.
+pub const MAX_LEASE: u32 = 512;
+
+/// GCRA for `n` requests at once, with a lease and a refund. KEYS[1]: the tenant's arrival-time
+/// key. ARGV: emission interval (µs), burst, `n`, grants wanted ahead of demand, unspent grants
+/// handed back. Returns {granted of the `n`, µs until the first refused one would be allowed
+/// (0 when all were granted), grants leased}. Granting `n` in one step equals granting them one
+/// by one: each advances the arrival time by one interval while it stays within the burst. A
+/// refund moves it back by the intervals those grants took. Grants ahead of demand are given
+/// only when all `n` were, and only from the first half of the burst. Times are µs since the
+/// epoch, exact in Lua's doubles until the year 2255.
 const GCRA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
-local tolerance = interval * tonumber(ARGV[2])
+local burst = tonumber(ARGV[2])
+local tolerance = interval * burst
 local n = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local want = tonumber(ARGV[4])
+local refund = tonumber(ARGV[5])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0') - refund * interval
 if tat < now then tat = now end
-local granted = math.floor((now + tolerance - tat) / interval)
-if granted > n then granted = n end
-if granted < 0 then granted = 0 end
+local available = math.floor((now + tolerance - tat) / interval)
+local granted = math.min(math.max(available, 0), n)
 local wait = 0
 if granted < n then wait = tat + (granted + 1) * interval - tolerance - now end
-if granted > 0 then
-  local next_tat = tat + granted * interval
-  redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1)
+local leased = 0
+if granted == n then
+  leased = math.max(0, math.min(want, available - n - math.ceil(burst / 2)))
 end
-return {granted, wait}
+local taken = granted + leased
+if taken > 0 or refund > 0 then
+  local next_tat = tat + taken * interval
+  if next_tat > now then
+    redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1)
+  else
+    redis.call('DEL', KEYS[1])
+  end
+end
+return {granted, wait, leased}
 ";
 
 /// Every tenant's rate, as Postgres has it.
@@ -158,8 +190,9 @@ impl RateLimiter {
             shared: Arc::new(SharedLimiter {
                 cache,
                 script: redis::Script::new(GCRA),
-                queues: Mutex::default(),
+                tenants: Mutex::default(),
                 scripts: AtomicU64::new(0),
+                leased: AtomicU64::new(0),
             }),
             local: Mutex::default(),
             redis_failed_at: Mutex::default(),
@@ -183,6 +216,11 @@ impl RateLimiter {
     /// Scripts this process has sent to Redis (each decides a batch of requests).
     pub fn redis_scripts(&self) -> u64 {
         self.shared.scripts.load(Ordering::Relaxed)
+    }
+
+    /// Grants this process has leased from Redis ahead of demand.
+    pub fn leased_grants(&self) -> u64 {
+        self.shared.leased.load(Ordering::Relaxed)
     }
 
     fn check_local(&self, tenant: Uuid, rate: Rate) -> Decision {
@@ -227,44 +265,106 @@ impl RateLimiter {
 /// A decision, or why Redis gave none (as text: every waiter of a batch gets a copy).
 type Answer = Result<Decision, Arc<str>>;
 
-/// One tenant's requests waiting for the next script.
-struct Queue {
+/// Grants a replica took from Redis ahead of demand.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    grants: u32,
     rate: Rate,
-    waiting: Vec<oneshot::Sender<Answer>>,
+    until: Instant,
 }
 
-/// The Redis side: one script in flight per tenant, batching the requests that wait for it.
+impl Lease {
+    /// Spends one grant, if the lease has one left for this rate.
+    fn spend(&mut self, rate: Rate, now: Instant) -> bool {
+        let usable = self.grants > 0 && self.rate == rate && now < self.until;
+        if usable {
+            self.grants -= 1;
+        }
+        usable
+    }
+
+    /// Ends the lease: the grants to hand back (none when the rate changed, as they were
+    /// counted at another interval).
+    fn end(&mut self, rate: Rate) -> u32 {
+        let unspent = if self.rate == rate { self.grants } else { 0 };
+        self.grants = 0;
+        unspent
+    }
+}
+
+/// What one replica knows of one tenant's limit.
+#[derive(Default)]
+struct TenantLimit {
+    /// Whether a script is in flight (its task also sends the ones after it).
+    in_flight: bool,
+    /// The rate the next script applies.
+    rate: Rate,
+    /// Who waits for the next script.
+    waiting: Vec<oneshot::Sender<Answer>>,
+    lease: Option<Lease>,
+    /// Requests since the last script was sent, and when that was.
+    demand: u32,
+    last_script: Option<Instant>,
+}
+
+impl TenantLimit {
+    fn spend_lease(&mut self, rate: Rate, now: Instant) -> bool {
+        self.lease.as_mut().is_some_and(|l| l.spend(rate, now))
+    }
+
+    /// Grants to ask for ahead of demand: what the tenant asked of this replica in the last
+    /// [`LEASE`], judged from the requests since the last script. Starts the next count.
+    fn next_lease_size(&mut self, now: Instant) -> u32 {
+        let size = self.last_script.map_or(0, |at| {
+            lease_size(self.demand, now.saturating_duration_since(at))
+        });
+        self.demand = 0;
+        self.last_script = Some(now);
+        size
+    }
+}
+
+/// Grants wanted for the next [`LEASE`] when `demand` requests came in `elapsed`: none for a
+/// tenant slower than one request per lease, at most [`MAX_LEASE`].
+fn lease_size(demand: u32, elapsed: Duration) -> u32 {
+    let per_lease = u128::from(demand) * LEASE.as_micros() / elapsed.as_micros().max(1);
+    u32::try_from(per_lease).unwrap_or(u32::MAX).min(MAX_LEASE)
+}
+
+/// What one script decided.
+struct Verdict {
+    granted: usize,
+    retry_after: Duration,
+    leased: u32,
+}
+
+/// The Redis side: one script in flight per tenant, batching the requests that wait for it,
+/// and the grants leased ahead of demand.
 struct SharedLimiter {
     cache: Cache,
     script: redis::Script,
-    /// Tenants with a script in flight, and who waits for the next one.
-    queues: Mutex<HashMap<Uuid, Queue>>,
+    tenants: Mutex<HashMap<Uuid, TenantLimit>>,
     /// Scripts sent so far.
     scripts: AtomicU64,
+    /// Grants leased so far.
+    leased: AtomicU64,
 }
 
 impl SharedLimiter {
     async fn check(self: &Arc<Self>, tenant: Uuid, rate: Rate) -> Answer {
         let (tx, rx) = oneshot::channel();
         let start = {
-            let mut queues = self.lock();
-            match queues.get_mut(&tenant) {
-                Some(queue) => {
-                    queue.rate = rate;
-                    queue.waiting.push(tx);
-                    false
-                }
-                None => {
-                    queues.insert(
-                        tenant,
-                        Queue {
-                            rate,
-                            waiting: vec![tx],
-                        },
-                    );
-                    true
-                }
+            let mut tenants = self.lock();
+            let limit = tenants.entry(tenant).or_default();
+            limit.demand = limit.demand.saturating_add(1);
+            // Nobody waits ahead of this request when no script is in flight: a leased grant
+            // keeps arrival order.
+            if !limit.in_flight && limit.spend_lease(rate, Instant::now()) {
+                return Ok(Decision::Allow);
             }
+            limit.rate = rate;
+            limit.waiting.push(tx);
+            !std::mem::replace(&mut limit.in_flight, true)
         };
         if start {
             // Its own task: a request that goes away must not strand the others.
@@ -274,27 +374,52 @@ impl SharedLimiter {
             .unwrap_or_else(|_| Err("the rate limit batch was dropped".into()))
     }
 
-    /// Runs scripts for `tenant` until nobody waits; the entry is removed with the last batch.
+    /// Decides `tenant`'s waiting requests, from the lease while it lasts and by scripts,
+    /// until nobody waits.
     async fn drain(self: Arc<Self>, tenant: Uuid) {
         loop {
-            let (rate, batch) = {
-                let mut queues = self.lock();
-                let Some(queue) = queues.get_mut(&tenant) else {
+            let (rate, batch, want, refund, sent) = {
+                let mut tenants = self.lock();
+                let Some(limit) = tenants.get_mut(&tenant) else {
                     return;
                 };
-                if queue.waiting.is_empty() {
-                    queues.remove(&tenant);
+                let now = Instant::now();
+                let mut batch = std::mem::take(&mut limit.waiting).into_iter().peekable();
+                while batch.peek().is_some() && limit.spend_lease(limit.rate, now) {
+                    if let Some(waiter) = batch.next() {
+                        let _ = waiter.send(Ok(Decision::Allow));
+                    }
+                }
+                let batch: Vec<_> = batch.collect();
+                if batch.is_empty() {
+                    limit.in_flight = false;
                     return;
                 }
-                (queue.rate, std::mem::take(&mut queue.waiting))
+                let rate = limit.rate;
+                let refund = limit.lease.take().map_or(0, |mut l| l.end(rate));
+                (rate, batch, limit.next_lease_size(now), refund, now)
             };
-            match self.run(tenant, rate, batch.len()).await {
-                Ok((granted, retry_after)) => {
+            match self.run(tenant, rate, batch.len(), want, refund).await {
+                Ok(verdict) => {
+                    if verdict.leased > 0 {
+                        self.leased
+                            .fetch_add(u64::from(verdict.leased), Ordering::Relaxed);
+                        if let Some(limit) = self.lock().get_mut(&tenant) {
+                            limit.lease = Some(Lease {
+                                grants: verdict.leased,
+                                rate,
+                                // From when the script was sent: Redis counted the grants later.
+                                until: sent + LEASE,
+                            });
+                        }
+                    }
                     for (i, waiter) in batch.into_iter().enumerate() {
-                        let decision = if i < granted {
+                        let decision = if i < verdict.granted {
                             Decision::Allow
                         } else {
-                            Decision::Deny { retry_after }
+                            Decision::Deny {
+                                retry_after: verdict.retry_after,
+                            }
                         };
                         // A waiter that went away leaves its grant unused.
                         let _ = waiter.send(Ok(decision));
@@ -310,30 +435,44 @@ impl SharedLimiter {
         }
     }
 
-    /// One script for `n` requests: how many are granted, and when the rest may retry.
+    /// One script for `n` requests, wanting `want` more ahead of demand and handing back
+    /// `refund` unspent ones.
     async fn run(
         &self,
         tenant: Uuid,
         rate: Rate,
         n: usize,
-    ) -> Result<(usize, Duration), crate::cache::CacheError> {
+        want: u32,
+        refund: u32,
+    ) -> Result<Verdict, crate::cache::CacheError> {
         let key = self.cache.key(&format!("rate:{tenant}"));
         let interval = rate.emission_interval().as_micros().max(1).to_string();
         let burst = rate.burst.to_string();
         self.scripts.fetch_add(1, Ordering::Relaxed);
         crate::metrics::rate_limit_script();
-        let (granted, wait_us): (i64, i64) = self
+        let (granted, wait_us, leased): (i64, i64, i64) = self
             .cache
-            .script(&self.script, &[&key], &[&interval, &burst, &n.to_string()])
+            .script(
+                &self.script,
+                &[&key],
+                &[
+                    &interval,
+                    &burst,
+                    &n.to_string(),
+                    &want.to_string(),
+                    &refund.to_string(),
+                ],
+            )
             .await?;
-        Ok((
-            usize::try_from(granted).unwrap_or(0),
-            Duration::from_micros(wait_us.max(1).unsigned_abs()),
-        ))
+        Ok(Verdict {
+            granted: usize::try_from(granted).unwrap_or(0),
+            retry_after: Duration::from_micros(wait_us.max(1).unsigned_abs()),
+            leased: u32::try_from(leased).unwrap_or(0),
+        })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Queue>> {
-        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, TenantLimit>> {
+        self.tenants.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -346,6 +485,7 @@ fn direct_limiter(rate: Rate) -> DefaultDirectRateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::rate::MAX_RATE;
 
     fn limiter() -> RateLimiter {
         // Nothing listens on port 1: every Redis call fails at once.
@@ -402,6 +542,96 @@ mod tests {
             };
             assert!(*retry_after <= Duration::from_secs(1), "{retry_after:?}");
         }
+    }
+
+    #[test]
+    fn a_lease_covers_the_demand_of_one_lease_period_up_to_a_cap() {
+        assert_eq!(lease_size(1, Duration::from_secs(1)), 0, "a slow tenant");
+        assert_eq!(lease_size(10, LEASE), 10);
+        assert_eq!(lease_size(10, LEASE / 2), 20, "demand grows");
+        assert_eq!(lease_size(u32::MAX, Duration::ZERO), MAX_LEASE);
+    }
+
+    #[tokio::test]
+    async fn a_busy_tenant_spends_leased_grants_without_a_script_each() {
+        let limiter = shared_limiter();
+        let tenant = Uuid::new_v4();
+        let rate = Rate::new(MAX_RATE, MAX_RATE).unwrap();
+        for _ in 0..300 {
+            assert_eq!(
+                limiter.check(tenant, rate).await,
+                (Decision::Allow, Source::Shared)
+            );
+        }
+        assert!(limiter.leased_grants() > 0);
+        // One script per request without leases.
+        assert!(
+            limiter.redis_scripts() < 30,
+            "{} scripts for 300 requests",
+            limiter.redis_scripts()
+        );
+    }
+
+    /// Two limiters on one Redis prefix, as two replicas.
+    fn replicas() -> (RateLimiter, RateLimiter) {
+        let url = faceswap_testkit::redis_url();
+        let prefix = format!("test-{}:", Uuid::new_v4());
+        (
+            RateLimiter::new(Cache::new(&url, &prefix).unwrap()),
+            RateLimiter::new(Cache::new(&url, &prefix).unwrap()),
+        )
+    }
+
+    #[tokio::test]
+    async fn replicas_with_leases_grant_the_burst_once_between_them() {
+        let (a, b) = replicas();
+        let tenant = Uuid::new_v4();
+        let rate = Rate::new(1, 40).unwrap();
+        let started = Instant::now();
+        let mut allowed = 0;
+        for i in 0..200 {
+            let replica = if i % 4 == 3 { &b } else { &a };
+            if replica.check(tenant, rate).await.0 == Decision::Allow {
+                allowed += 1;
+            }
+        }
+        assert!(a.leased_grants() > 0, "the busier replica leased grants");
+        let refilled = started.elapsed().as_secs_f64().ceil() as usize;
+        assert!(
+            (40..=40 + refilled).contains(&allowed),
+            "{allowed} allowed in {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unspent_lease_is_handed_back_with_the_next_script() {
+        let (a, b) = replicas();
+        let tenant = Uuid::new_v4();
+        let rate = Rate::new(1, 20).unwrap();
+        let started = Instant::now();
+        let mut a_allowed = 0;
+        while a.leased_grants() == 0 {
+            assert_eq!(a.check(tenant, rate).await.0, Decision::Allow);
+            a_allowed += 1;
+            assert!(a_allowed < 10, "no lease taken");
+        }
+        // The lease ends unspent; the next script hands it back.
+        tokio::time::sleep(2 * LEASE).await;
+        assert_eq!(a.check(tenant, rate).await.0, Decision::Allow);
+        a_allowed += 1;
+        let mut b_allowed = 0;
+        for _ in 0..20 {
+            if b.check(tenant, rate).await.0 == Decision::Allow {
+                b_allowed += 1;
+            }
+        }
+        let refilled = started.elapsed().as_secs_f64().ceil() as usize;
+        assert!(
+            (20..=20 + refilled).contains(&(a_allowed + b_allowed)),
+            "{a_allowed} + {b_allowed} allowed, {} leased",
+            a.leased_grants()
+        );
     }
 
     #[tokio::test]
