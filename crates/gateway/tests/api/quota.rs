@@ -241,3 +241,30 @@ async fn creates_and_closes_racing_on_two_replicas_never_exceed_the_limit(pool: 
     assert!(created_total >= 10, "{created_total}");
     assert_totals_match_a_recount(&a.pool).await;
 }
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn the_quota_read_and_the_usage_triggers_call_no_sql_function_at_run_time(pool: PgPool) {
+    // A SQL function the planner does not inline is parsed and planned on every call.
+    let plan: serde_json::Value =
+        sqlx::query_scalar("explain (format json) select * from tenant_quota_usage($1)")
+            .bind(uuid::Uuid::new_v4())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let plan = plan.to_string();
+    assert!(
+        plan.contains("tenant_usage") && !plan.contains("Function Scan"),
+        "the quota read is not inlined: {plan}"
+    );
+    let calling: Vec<String> = sqlx::query_scalar(
+        "select tgname::text from pg_trigger
+         where tgrelid = 'sessions'::regclass and pg_get_triggerdef(oid) like '%session_holds_slot%'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        calling.is_empty(),
+        "WHEN clauses calling a SQL function: {calling:?}"
+    );
+}
