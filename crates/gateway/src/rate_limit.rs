@@ -283,12 +283,10 @@ impl Lease {
         usable
     }
 
-    /// Ends the lease: the grants to hand back (none when the rate changed, as they were
+    /// The grants to hand back when the lease ends (none when the rate changed, as they were
     /// counted at another interval).
-    fn end(&mut self, rate: Rate) -> u32 {
-        let unspent = if self.rate == rate { self.grants } else { 0 };
-        self.grants = 0;
-        unspent
+    fn unspent(self, rate: Rate) -> u32 {
+        if self.rate == rate { self.grants } else { 0 }
     }
 }
 
@@ -384,19 +382,21 @@ impl SharedLimiter {
                     return;
                 };
                 let now = Instant::now();
-                let mut batch = std::mem::take(&mut limit.waiting).into_iter().peekable();
-                while batch.peek().is_some() && limit.spend_lease(limit.rate, now) {
-                    if let Some(waiter) = batch.next() {
-                        let _ = waiter.send(Ok(Decision::Allow));
-                    }
+                let rate = limit.rate;
+                let mut batch = std::mem::take(&mut limit.waiting);
+                // The first waiters, in arrival order, while the lease lasts.
+                let from_lease = batch
+                    .iter()
+                    .take_while(|_| limit.spend_lease(rate, now))
+                    .count();
+                for waiter in batch.drain(..from_lease) {
+                    let _ = waiter.send(Ok(Decision::Allow));
                 }
-                let batch: Vec<_> = batch.collect();
                 if batch.is_empty() {
                     limit.in_flight = false;
                     return;
                 }
-                let rate = limit.rate;
-                let refund = limit.lease.take().map_or(0, |mut l| l.end(rate));
+                let refund = limit.lease.take().map_or(0, |l| l.unspent(rate));
                 (rate, batch, limit.next_lease_size(now), refund, now)
             };
             match self.run(tenant, rate, batch.len(), want, refund).await {
