@@ -34,45 +34,17 @@ async fn start_cluster() -> RedisCluster {
         "faceswap-redis-cluster-{}",
         uuid::Uuid::new_v4().simple()
     ));
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let mut cluster = RedisCluster {
-        ports: ports.clone(),
+        ports: Vec::new(),
         servers: Vec::new(),
         dir: dir.clone(),
     };
-    for port in &ports {
-        let node_dir = dir.join(port.to_string());
-        std::fs::create_dir_all(&node_dir).unwrap();
-        let server = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-            ])
-            .args(["--save", "", "--appendonly", "no"])
-            .current_dir(&node_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect(
-                "the Redis Cluster test needs `redis-server` (scripts/dev-services.sh installs it)",
-            );
+    for _ in 0..3 {
+        let (port, server) = start_node(&dir).await;
+        cluster.ports.push(port);
         cluster.servers.push(server);
     }
-    for port in &ports {
-        eventually(
-            Duration::from_secs(10),
-            "redis-server to listen",
-            || async {
-                std::net::TcpStream::connect(("127.0.0.1", *port))
-                    .ok()
-                    .map(|_| ())
-            },
-        )
-        .await;
-    }
+    let ports = cluster.ports.clone();
     let created = Command::new("redis-cli")
         .args(["--cluster", "create"])
         .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
@@ -94,6 +66,68 @@ async fn start_cluster() -> RedisCluster {
         .await;
     }
     cluster
+}
+
+/// Whether a Redis server (not some other test's listener) answers on `port`.
+fn answers_ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut answer = [0; 7];
+    conn.write_all(b"PING\r\n").is_ok()
+        && conn.read_exact(&mut answer).is_ok()
+        && &answer == b"+PONG\r\n"
+}
+
+/// One cluster-enabled `redis-server`, listening. A free port can be taken by another test
+/// between the check and the server's bind; the server then exits, and another port is tried.
+async fn start_node(dir: &std::path::Path) -> (u16, Child) {
+    for _ in 0..5 {
+        let port = free_port();
+        let node_dir = dir.join(port.to_string());
+        std::fs::create_dir_all(&node_dir).unwrap();
+        let mut server = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .args(["--save", "", "--appendonly", "no", "--logfile", "redis.log"])
+            .current_dir(&node_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect(
+                "the Redis Cluster test needs `redis-server` (scripts/dev-services.sh installs it)",
+            );
+        let listening = eventually(
+            Duration::from_secs(10),
+            "redis-server to listen or exit",
+            || {
+                let exited = server.try_wait().unwrap().is_some();
+                async move {
+                    if exited {
+                        return Some(false);
+                    }
+                    answers_ping(port).then_some(true)
+                }
+            },
+        )
+        .await;
+        if listening {
+            return (port, server);
+        }
+        let log = std::fs::read_to_string(node_dir.join("redis.log")).unwrap_or_default();
+        assert!(
+            log.contains("Address already in use"),
+            "redis-server on port {port} exited: {log}"
+        );
+    }
+    panic!("no free port for a redis-server after 5 tries");
 }
 
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]

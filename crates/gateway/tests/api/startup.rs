@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use faceswap_testkit::{TestApp, eventually};
 use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags, pidfd_getfd, pidfd_open};
-use sqlx::PgPool;
+use sqlx::{ConnectOptions, PgPool};
 
 use super::procs::spawn_binary;
 
@@ -70,4 +70,37 @@ async fn connections_to_redis_are_opened_with_tcp_nodelay(pool: PgPool) {
     let gateway = spawn_binary(&app, &[]).await;
     let pid = Pid::from_child(&gateway.child);
     assert_nodelay_on_connections_to(pid, port, "the gateway's connections to Redis").await;
+}
+
+/// A transaction dropped without commit (a handler cancelled by the request deadline or a
+/// closed connection) still ends as its connection goes back to the pool: the queued rollback
+/// is sent then, not when the connection is next used, so its locks go at once.
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn a_dropped_transaction_releases_its_locks_when_its_connection_is_handed_back(pool: PgPool) {
+    let url = pool.connect_options().to_url_lossy();
+    let gateway_pool = faceswap_gateway::startup::connect_db(url.as_str(), 1)
+        .await
+        .unwrap();
+    let mut tx = gateway_pool.begin().await.unwrap();
+    sqlx::query("select pg_advisory_xact_lock(4242)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    drop(tx);
+    eventually(
+        Duration::from_secs(5),
+        "the advisory lock released",
+        || async {
+            let held: i64 = sqlx::query_scalar(
+                "select count(*) from pg_locks
+                 where locktype = 'advisory' and objid = 4242
+                   and database = (select oid from pg_database where datname = current_database())",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (held == 0).then_some(())
+        },
+    )
+    .await;
 }
