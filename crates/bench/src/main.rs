@@ -163,7 +163,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "/detect",
         );
         results.detect_small = scenario(&mut results.failed, "1 detect (image_url)", async {
-            forwarding::run(&calls, ctx.step, &[0.1, 0.25, 0.5, 0.75, 0.9]).await
+            forwarding::run(&calls, ctx.step, &[0.1, 0.25, 0.5, 0.75, 0.9], Some(0.5)).await
         })
         .await;
     }
@@ -195,7 +195,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 "info-gateway.json",
                 &serde_json::to_vec(&serde_json::json!({"_id": gateway_id}))?,
             )?;
-            forwarding::run(&calls, ctx.step, &[0.5]).await
+            forwarding::run(&calls, ctx.step, &[0.5], None).await
         })
         .await;
     }

@@ -4,7 +4,10 @@
 //! Peaks are measured in [`PEAK_ROUNDS`] interleaved rounds (direct, nginx, gateway, then again).
 //! On a shared machine one peak step swings by a third from one minute to the next; the targets
 //! of a round run seconds apart and see the same machine, so the ratio of a round is steadier
-//! than any single figure, and the median round's ratio is what the report judges.
+//! than any single figure, and the median round's ratio is what the report judges. The
+//! fixed-rate step whose latency a target judges (scenario 1's 50%) is run in
+//! [`LATENCY_ROUNDS`] interleaved rounds the same way: one hiccup of the machine in an 8 s step
+//! moves its p99 by several milliseconds.
 
 use std::time::Duration;
 
@@ -16,6 +19,8 @@ use crate::oha::{self, Call, Measured};
 pub const CONNECTIONS: usize = 32;
 /// Peak steps per target.
 pub const PEAK_ROUNDS: usize = 3;
+/// Steps per target at the fixed rate whose latency is judged.
+pub const LATENCY_ROUNDS: usize = 3;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Forwarding {
@@ -25,6 +30,8 @@ pub struct Forwarding {
     pub rounds: Vec<Vec<Measured>>,
     /// Fixed-rate runs: every target at each fraction of the gateway's peak.
     pub sweep: Vec<Measured>,
+    /// Fixed-rate runs at the judged fraction, round by round (the first is the sweep's).
+    pub latency_rounds: Vec<Vec<Measured>>,
 }
 
 impl Forwarding {
@@ -33,7 +40,7 @@ impl Forwarding {
     }
 
     /// `target`'s peak over `baseline`'s, round by round.
-    pub fn peak_ratio(&self, target: &str, baseline: &str) -> Option<Ratio> {
+    pub fn peak_ratio(&self, target: &str, baseline: &str) -> Option<Spread> {
         let per_round: Vec<f64> = self
             .rounds
             .iter()
@@ -42,29 +49,32 @@ impl Forwarding {
                 Some(rps(target)? / rps(baseline)?)
             })
             .collect();
-        Ratio::of(per_round)
+        Spread::of(per_round)
     }
 
-    /// The fixed-rate run of `target` at `fraction` of the gateway's peak.
-    pub fn at(&self, target: &str, fraction: f64) -> Option<&Measured> {
-        let gateway = self.peak("gateway")?.rps;
-        self.sweep.iter().find(|m| {
-            m.target == target
-                && m.offered_rps
-                    .is_some_and(|r| (r - fraction * gateway).abs() < 1.0)
-        })
+    /// `target`'s p99 minus `baseline`'s at the judged fraction, round by round (ms).
+    pub fn added_p99(&self, target: &str, baseline: &str) -> Option<Spread> {
+        let per_round: Vec<f64> = self
+            .latency_rounds
+            .iter()
+            .filter_map(|round| {
+                let p99 = |t: &str| round.iter().find(|m| m.target == t).map(|m| m.p99_ms);
+                Some(p99(target)? - p99(baseline)?)
+            })
+            .collect();
+        Spread::of(per_round)
     }
 }
 
-/// A ratio measured in several rounds.
+/// A figure measured in several rounds: its median round and its range.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Ratio {
+pub struct Spread {
     pub median: f64,
     pub min: f64,
     pub max: f64,
 }
 
-impl Ratio {
+impl Spread {
     /// `None` without rounds; the median of an even count is the lower middle one.
     pub fn of(mut rounds: Vec<f64>) -> Option<Self> {
         rounds.retain(|r| r.is_finite());
@@ -84,9 +94,15 @@ fn median_run(mut runs: Vec<Measured>) -> Option<Measured> {
     runs.into_iter().nth(middle)
 }
 
-/// Runs `calls` (direct, nginx, gateway) at peak, [`PEAK_ROUNDS`] times each, interleaved, and
-/// then at each of `fractions` of the gateway's median peak, every answer checked to be a 200.
-pub async fn run(calls: &[Call], step: Duration, fractions: &[f64]) -> anyhow::Result<Forwarding> {
+/// Runs `calls` (direct, nginx, gateway) at peak, [`PEAK_ROUNDS`] times each, interleaved, then
+/// at each of `fractions` of the gateway's median peak, and at `judged` (one of `fractions`)
+/// [`LATENCY_ROUNDS`] times in all, interleaved; every answer is checked to be a 200.
+pub async fn run(
+    calls: &[Call],
+    step: Duration,
+    fractions: &[f64],
+    judged: Option<f64>,
+) -> anyhow::Result<Forwarding> {
     for call in calls {
         // Warm-up: connections, the tokens, the allocator's pools.
         oha::run(call, CONNECTIONS, Duration::from_secs(2), None)
@@ -125,28 +141,53 @@ pub async fn run(calls: &[Call], step: Duration, fractions: &[f64]) -> anyhow::R
         .find(|m| m.target == "gateway")
         .map(|m| m.rps)
         .unwrap_or(0.0);
+    let rate_at = |fraction: f64| (fraction * gateway_peak).round().max(1.0);
     let mut sweep = Vec::new();
     for &fraction in fractions {
-        let rate = (fraction * gateway_peak).round().max(1.0);
-        for call in calls {
-            let m = oha::run(call, CONNECTIONS, step, Some(rate)).await?;
-            m.check(200)?;
-            eprintln!(
-                "  {:3.0}% {:8}: {:8.0} req/s  p50 {:.2} ms  p99 {:.2} ms",
-                fraction * 100.0,
-                m.target,
-                m.rps,
-                m.p50_ms,
-                m.p99_ms
-            );
-            sweep.push(m);
+        sweep.extend(fixed_rate(calls, step, fraction, rate_at(fraction)).await?);
+    }
+    let mut latency_rounds = Vec::new();
+    if let Some(fraction) = judged {
+        let first: Vec<Measured> = sweep
+            .iter()
+            .filter(|m| m.offered_rps == Some(rate_at(fraction)))
+            .cloned()
+            .collect();
+        latency_rounds.push(first);
+        for _ in 1..LATENCY_ROUNDS {
+            latency_rounds.push(fixed_rate(calls, step, fraction, rate_at(fraction)).await?);
         }
     }
     Ok(Forwarding {
         peaks,
         rounds,
         sweep,
+        latency_rounds,
     })
+}
+
+/// One fixed-rate step of every call, in order.
+async fn fixed_rate(
+    calls: &[Call],
+    step: Duration,
+    fraction: f64,
+    rate: f64,
+) -> anyhow::Result<Vec<Measured>> {
+    let mut runs = Vec::new();
+    for call in calls {
+        let m = oha::run(call, CONNECTIONS, step, Some(rate)).await?;
+        m.check(200)?;
+        eprintln!(
+            "  {:3.0}% {:8}: {:8.0} req/s  p50 {:.2} ms  p99 {:.2} ms",
+            fraction * 100.0,
+            m.target,
+            m.rps,
+            m.p50_ms,
+            m.p99_ms
+        );
+        runs.push(m);
+    }
+    Ok(runs)
 }
 
 #[cfg(test)]
@@ -177,6 +218,7 @@ mod tests {
                 vec![run("nginx", 150.0), run("gateway", 90.0)],
             ],
             sweep: vec![],
+            latency_rounds: vec![],
         };
         let r = f.peak_ratio("gateway", "nginx").unwrap();
         // Per round 0.5, 0.8, 0.6: the median round, not the ratio of the medians (150 / 90).
@@ -189,6 +231,31 @@ mod tests {
         let runs = vec![run("a", 3.0), run("a", 1.0), run("a", 4.0), run("a", 2.0)];
         assert_eq!(median_run(runs).unwrap().rps, 2.0);
         assert!(median_run(vec![]).is_none());
-        assert_eq!(Ratio::of(vec![0.9, f64::NAN]).unwrap().median, 0.9);
+        assert_eq!(Spread::of(vec![0.9, f64::NAN]).unwrap().median, 0.9);
+    }
+
+    fn at_p99(target: &str, p99_ms: f64) -> Measured {
+        Measured {
+            p99_ms,
+            ..run(target, 0.0)
+        }
+    }
+
+    #[test]
+    fn added_p99_pairs_the_targets_of_each_round_and_takes_the_median_round() {
+        let f = Forwarding {
+            peaks: vec![],
+            rounds: vec![],
+            sweep: vec![],
+            latency_rounds: vec![
+                vec![at_p99("direct", 1.5), at_p99("gateway", 9.5)],
+                vec![at_p99("direct", 3.0), at_p99("gateway", 3.5)],
+                vec![at_p99("direct", 1.0), at_p99("gateway", 2.0)],
+            ],
+        };
+        let added = f.added_p99("gateway", "direct").unwrap();
+        // Per round +8.0, +0.5, +1.0: one slow round does not decide.
+        assert_eq!((added.min, added.median, added.max), (0.5, 1.0, 8.0));
+        assert_eq!(f.added_p99("gateway", "nginx"), None);
     }
 }
