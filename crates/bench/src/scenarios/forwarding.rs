@@ -41,29 +41,32 @@ impl Forwarding {
 
     /// `target`'s peak over `baseline`'s, round by round.
     pub fn peak_ratio(&self, target: &str, baseline: &str) -> Option<Spread> {
-        let per_round: Vec<f64> = self
-            .rounds
-            .iter()
-            .filter_map(|round| {
-                let rps = |t: &str| round.iter().find(|m| m.target == t).map(|m| m.rps);
-                Some(rps(target)? / rps(baseline)?)
-            })
-            .collect();
-        Spread::of(per_round)
+        per_round(&self.rounds, target, baseline, |t, b| t.rps / b.rps)
     }
 
     /// `target`'s p99 minus `baseline`'s at the judged fraction, round by round (ms).
     pub fn added_p99(&self, target: &str, baseline: &str) -> Option<Spread> {
-        let per_round: Vec<f64> = self
-            .latency_rounds
-            .iter()
-            .filter_map(|round| {
-                let p99 = |t: &str| round.iter().find(|m| m.target == t).map(|m| m.p99_ms);
-                Some(p99(target)? - p99(baseline)?)
-            })
-            .collect();
-        Spread::of(per_round)
+        per_round(&self.latency_rounds, target, baseline, |t, b| {
+            t.p99_ms - b.p99_ms
+        })
     }
+}
+
+/// `compare(target's run, baseline's run)` in every round where both ran.
+fn per_round(
+    rounds: &[Vec<Measured>],
+    target: &str,
+    baseline: &str,
+    compare: impl Fn(&Measured, &Measured) -> f64,
+) -> Option<Spread> {
+    let figures = rounds
+        .iter()
+        .filter_map(|round| {
+            let run = |t: &str| round.iter().find(|m| m.target == t);
+            Some(compare(run(target)?, run(baseline)?))
+        })
+        .collect();
+    Spread::of(figures)
 }
 
 /// A figure measured in several rounds: its median round and its range.

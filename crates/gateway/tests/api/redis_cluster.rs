@@ -121,6 +121,7 @@ async fn start_node(dir: &std::path::Path) -> (u16, Child) {
         if listening {
             return (port, server);
         }
+        let _ = server.wait();
         let log = std::fs::read_to_string(node_dir.join("redis.log")).unwrap_or_default();
         assert!(
             log.contains("Address already in use"),
