@@ -582,6 +582,12 @@ mod tests {
         )
     }
 
+    /// What a rate of one per second with `burst` may grant from `started` until now: the
+    /// burst, plus one refill per second begun.
+    fn burst_and_refill(burst: usize, started: Instant) -> std::ops::RangeInclusive<usize> {
+        burst..=burst + started.elapsed().as_secs_f64().ceil() as usize
+    }
+
     #[tokio::test]
     async fn replicas_with_leases_grant_the_burst_once_between_them() {
         let (a, b) = replicas();
@@ -596,9 +602,8 @@ mod tests {
             }
         }
         assert!(a.leased_grants() > 0, "the busier replica leased grants");
-        let refilled = started.elapsed().as_secs_f64().ceil() as usize;
         assert!(
-            (40..=40 + refilled).contains(&allowed),
+            burst_and_refill(40, started).contains(&allowed),
             "{allowed} allowed in {:?}",
             started.elapsed()
         );
@@ -626,9 +631,8 @@ mod tests {
                 b_allowed += 1;
             }
         }
-        let refilled = started.elapsed().as_secs_f64().ceil() as usize;
         assert!(
-            (20..=20 + refilled).contains(&(a_allowed + b_allowed)),
+            burst_and_refill(20, started).contains(&(a_allowed + b_allowed)),
             "{a_allowed} + {b_allowed} allowed, {} leased",
             a.leased_grants()
         );
