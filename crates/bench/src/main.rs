@@ -181,7 +181,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if wanted(3) {
         results.info = scenario(&mut results.failed, "3 info", async {
-            let (gateway_id, upstream_id) = open_session(&ctx, &gateway.url, &jwt).await?;
+            let (gateway_id, upstream_id) =
+                cycles::open_session(&reqwest::Client::new(), &ctx.env, &gateway.url, &jwt).await?;
             let info = "/api/open/v3/faceswap/live/info";
             let mut calls = three(
                 info,
@@ -262,19 +263,6 @@ async fn scenario<T: Serialize>(
             None
         }
     }
-}
-
-/// A session opened through the gateway: its gateway id and its upstream id.
-async fn open_session(ctx: &Ctx, url: &str, jwt: &str) -> anyhow::Result<(String, String)> {
-    let id = cycles::create_session(&reqwest::Client::new(), url, jwt).await?;
-    let pool = sqlx::PgPool::connect(&ctx.env.database_url).await?;
-    let upstream: String = sqlx::query_scalar(
-        "select upstream_id from sessions where state = 'open' and upstream_id is not null \
-         order by created_at desc limit 1",
-    )
-    .fetch_one(&pool)
-    .await?;
-    Ok((id, upstream))
 }
 
 fn write(path: &PathBuf, results: &Results) -> anyhow::Result<()> {

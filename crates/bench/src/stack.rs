@@ -169,6 +169,18 @@ pub async fn sim_config(knobs: Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Makes the simulator refuse every token issued so far (`POST /sim/expire-tokens`).
+pub async fn sim_expire_tokens() -> anyhow::Result<()> {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/sim/expire-tokens", sim_url()))
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("sim expire-tokens refused: {}", resp.text().await?);
+    }
+    Ok(())
+}
+
 /// getToken calls the simulator has answered so far.
 pub async fn sim_get_token_calls() -> anyhow::Result<u64> {
     let stats: Value = reqwest::get(format!("{}/sim/stats", sim_url()))

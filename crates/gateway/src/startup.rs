@@ -186,6 +186,10 @@ impl Application {
             worker_tasks.spawn(async move { revocations.run_until_stopped(db, stop).await });
         }
         {
+            let (tokens, stop) = (self.state.upstream_tokens.clone(), stop.clone());
+            worker_tasks.spawn(async move { tokens.run_until_stopped(stop).await });
+        }
+        {
             let (limits, db, stop) = (
                 self.state.rate_limits.clone(),
                 self.state.db.clone(),

@@ -1,9 +1,14 @@
 //! The upstream access token, shared by every replica through Redis.
 //!
 //! One caller at a time, across all replicas, fetches a new token (a Redis lock with expiry);
-//! the others wait for it to appear. Within a process a mutex keeps the waiting to one task. The
-//! token is refreshed a little before its `exp`, and at once when the upstream refuses it. When
-//! Redis is unreachable each process falls back to its own copy and fetches for itself.
+//! the others wait for it to appear. Within a process a mutex keeps the waiting to one task.
+//!
+//! Requests should never wait for a token. Each process runs a refresher
+//! ([`UpstreamTokens::run_until_stopped`]) that replaces the token once a tenth of its life is
+//! left, whether or not traffic comes meanwhile, and until then callers keep using the old one
+//! (it is still valid). A caller waits only when there is no usable token: at start before the
+//! refresher's first fetch, after the upstream refused the token, or while refreshing fails.
+//! When Redis is unreachable each process falls back to its own copy and fetches for itself.
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -12,6 +17,7 @@ use std::time::Duration;
 
 use faceswap_upstream::{UpstreamClient, UpstreamError};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::cache::Cache;
 
@@ -21,6 +27,9 @@ const LOCK_TTL: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(20);
 /// Longest refresh margin, however long the token lives.
 const MAX_MARGIN_MS: i64 = 300_000;
+/// The refresher's first wait after a failed refresh; it doubles up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(30);
 
 /// A token with its lifetime, as kept locally and in Redis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,11 +42,39 @@ pub struct CachedToken {
     pub fetched_at_ms: i64,
 }
 
-/// Whether a token fetched at `fetched` and dying at `expires` should be replaced at `now`:
-/// once a tenth of its lifetime (at most five minutes) is left.
-pub fn refresh_due(fetched: i64, expires: i64, now: i64) -> bool {
+/// What a token fetched at `fetched` and dying at `expires` (Unix ms) is good for at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Use it.
+    Fresh,
+    /// Use it, and replace it: a tenth of its lifetime (at most five minutes) is left.
+    Due,
+    /// Too near its `exp` to send (a request may still be in flight when it dies, and our
+    /// clock is not the upstream's): wait for a new one. The last half of the margin.
+    Spent,
+}
+
+pub fn freshness(fetched: i64, expires: i64, now: i64) -> Freshness {
     let margin = ((expires - fetched) / 10).clamp(0, MAX_MARGIN_MS);
-    now >= expires - margin
+    if now < expires - margin {
+        Freshness::Fresh
+    } else if now < expires - margin / 2 {
+        Freshness::Due
+    } else {
+        Freshness::Spent
+    }
+}
+
+/// When (Unix ms) a token fetched at `fetched` and dying at `expires` becomes due.
+pub fn due_at(fetched: i64, expires: i64) -> i64 {
+    expires - ((expires - fetched) / 10).clamp(0, MAX_MARGIN_MS)
+}
+
+/// The refresher's wait after `failures` refreshes in a row failed (at least one).
+pub fn retry_after(failures: u32) -> Duration {
+    FIRST_RETRY
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(MAX_RETRY)
 }
 
 fn now_ms() -> i64 {
@@ -45,8 +82,12 @@ fn now_ms() -> i64 {
 }
 
 impl CachedToken {
+    fn freshness(&self, now: i64) -> Freshness {
+        freshness(self.fetched_at_ms, self.expires_at_ms, now)
+    }
+
     fn is_fresh(&self, now: i64) -> bool {
-        !refresh_due(self.fetched_at_ms, self.expires_at_ms, now)
+        self.freshness(now) == Freshness::Fresh
     }
 
     fn encode(&self) -> String {
@@ -97,9 +138,12 @@ impl UpstreamTokens {
         self.fetches.load(Ordering::Relaxed)
     }
 
+    fn local(&self) -> Option<CachedToken> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn local_fresh(&self, now: i64) -> Option<CachedToken> {
-        let local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-        local.as_ref().filter(|t| t.is_fresh(now)).cloned()
+        self.local().filter(|t| t.is_fresh(now))
     }
 
     fn set_local(&self, token: CachedToken) {
@@ -126,11 +170,21 @@ impl UpstreamTokens {
         }
     }
 
-    /// A token that is not due for refresh.
+    /// A token to send: the one held while it is usable (a due one is being replaced by the
+    /// refresher), else a new one, fetched once for all the callers waiting.
     pub async fn current(&self) -> Result<CachedToken, UpstreamError> {
-        if let Some(t) = self.local_fresh(now_ms()) {
+        if let Some(t) = self
+            .local()
+            .filter(|t| t.freshness(now_ms()) != Freshness::Spent)
+        {
             return Ok(t);
         }
+        self.refresh_unless_fresh().await
+    }
+
+    /// The held token if it is fresh, else a new one (from Redis, or fetched), one caller at a
+    /// time.
+    async fn refresh_unless_fresh(&self) -> Result<CachedToken, UpstreamError> {
         let _single_flight = self.refresh.lock().await;
         if let Some(t) = self.local_fresh(now_ms()) {
             return Ok(t);
@@ -138,6 +192,44 @@ impl UpstreamTokens {
         let token = self.shared_or_local().await?;
         self.set_local(token.clone());
         Ok(token)
+    }
+
+    /// Keeps a fresh token until `stop`: takes one at once, then replaces each as it becomes
+    /// due. A failed refresh is retried with a growing wait ([`retry_after`]); meanwhile
+    /// callers use the old token while it lasts, then try for themselves.
+    pub async fn run_until_stopped(&self, stop: CancellationToken) {
+        let mut failures = 0;
+        loop {
+            let wait = if failures > 0 {
+                retry_after(failures)
+            } else {
+                self.local().map_or(Duration::ZERO, |t| {
+                    let ms = due_at(t.fetched_at_ms, t.expires_at_ms) - now_ms();
+                    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+                })
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            match self.refresh_unless_fresh().await {
+                Ok(t) if t.is_fresh(now_ms()) => failures = 0,
+                // Due as soon as fetched (the upstream's clock is ahead of ours, or its tokens
+                // live under a few ms): refreshing again at once would loop on getToken.
+                Ok(t) => {
+                    failures += 1;
+                    tracing::warn!(
+                        expires_at_ms = t.expires_at_ms,
+                        failures,
+                        "the new upstream token is already due; retrying later"
+                    );
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, "refreshing the upstream token failed; retrying");
+                }
+            }
+        }
     }
 
     /// The token through Redis: the fresh shared one, or a new one fetched under the lock.
@@ -283,22 +375,38 @@ impl UpstreamTokens {
 mod tests {
     use super::*;
 
+    use Freshness::{Due, Fresh, Spent};
+
     #[test]
-    fn a_day_long_token_is_refreshed_five_minutes_early() {
+    fn a_day_long_token_is_due_five_minutes_early_and_used_for_half_of_them() {
         let day = 86_400_000;
-        assert!(!refresh_due(0, day, day - MAX_MARGIN_MS - 1));
-        assert!(refresh_due(0, day, day - MAX_MARGIN_MS));
+        assert_eq!(due_at(0, day), day - MAX_MARGIN_MS);
+        assert_eq!(freshness(0, day, day - MAX_MARGIN_MS - 1), Fresh);
+        assert_eq!(freshness(0, day, day - MAX_MARGIN_MS), Due);
+        assert_eq!(freshness(0, day, day - MAX_MARGIN_MS / 2 - 1), Due);
+        assert_eq!(freshness(0, day, day - MAX_MARGIN_MS / 2), Spent);
     }
 
     #[test]
-    fn a_short_token_is_refreshed_with_a_tenth_of_its_life_left() {
-        assert!(!refresh_due(0, 3_000, 2_699));
-        assert!(refresh_due(0, 3_000, 2_700));
-        assert!(refresh_due(0, 3_000, 5_000));
+    fn a_short_token_is_due_with_a_tenth_of_its_life_left() {
+        assert_eq!(due_at(0, 3_000), 2_700);
+        assert_eq!(freshness(0, 3_000, 2_699), Fresh);
+        assert_eq!(freshness(0, 3_000, 2_700), Due);
+        assert_eq!(freshness(0, 3_000, 2_849), Due);
+        assert_eq!(freshness(0, 3_000, 2_850), Spent);
+        assert_eq!(freshness(0, 3_000, 5_000), Spent);
     }
 
     #[test]
-    fn a_token_already_dead_when_fetched_is_due_at_once() {
-        assert!(refresh_due(10_000, 5_000, 10_000));
+    fn a_token_already_dead_when_fetched_is_spent_at_once() {
+        assert_eq!(due_at(10_000, 5_000), 5_000);
+        assert_eq!(freshness(10_000, 5_000, 10_000), Spent);
+    }
+
+    #[test]
+    fn the_refresher_retries_after_a_wait_that_doubles_up_to_thirty_seconds() {
+        let waits: Vec<u64> = (1..=7).map(|n| retry_after(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(retry_after(u32::MAX), MAX_RETRY);
     }
 }

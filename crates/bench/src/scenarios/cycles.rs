@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{Ctx, quantile};
+use crate::stack::GatewayEnv;
 
 /// Clients for both sides.
 pub const CLIENTS: usize = 8;
@@ -117,6 +118,28 @@ pub async fn create_session(
         .as_str()
         .map(str::to_owned)
         .with_context(|| format!("no _id in {created}"))
+}
+
+/// A session opened through the gateway: its gateway id and its upstream id (read from the
+/// gateway's database, which the tenant never sees).
+pub async fn open_session(
+    client: &reqwest::Client,
+    env: &GatewayEnv,
+    url: &str,
+    token: &str,
+) -> anyhow::Result<(String, String)> {
+    let id = create_session(client, url, token).await?;
+    let uuid = id
+        .strip_prefix("ses_")
+        .with_context(|| format!("{id} is not a session id"))?;
+    let pool = sqlx::PgPool::connect(&env.database_url).await?;
+    let upstream: Option<String> =
+        sqlx::query_scalar("select upstream_id from sessions where session_id = $1::uuid")
+            .bind(uuid)
+            .fetch_one(&pool)
+            .await?;
+    pool.close().await;
+    Ok((id, upstream.context("the new session has no upstream id")?))
 }
 
 /// A create naming the face photo on the static server (a literal address: no DNS lookup).

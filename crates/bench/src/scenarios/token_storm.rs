@@ -1,5 +1,10 @@
 //! Scenario 5: 1,000 concurrent requests arriving as the upstream token expires. The same storm
-//! with a fresh token, in the same run, is the baseline: the difference is what the expiry costs.
+//! with a fresh token, in the same run, is the baseline: the difference is what the expiry costs
+//! (the gateway replaces the token ahead of its expiry, so it should cost nothing).
+//! The same storm arriving as the upstream refuses the token shows what the one unavoidable
+//! wait costs: every request needs the one new token.
+//! The same storm sent straight to the simulator is the floor: what 1,000 requests at once cost
+//! on this machine with no gateway at all.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,9 +29,18 @@ pub struct Storm {
     pub fresh_get_token_calls: u64,
     pub expiry_p50_ms: f64,
     pub expiry_p99_ms: f64,
+    /// getToken calls from the end of the fresh-token storm to the end of the expiry storm:
+    /// the token's one replacement.
     pub expiry_get_token_calls: u64,
+    /// The storm sent right after the simulator began refusing the token.
+    pub refused_p50_ms: f64,
+    pub refused_p99_ms: f64,
+    pub refused_get_token_calls: u64,
     /// How late after the token's expiry the storm was sent.
     pub sent_after_expiry_ms: f64,
+    /// The same storm straight to the simulator (its `info` with the upstream id).
+    pub direct_p50_ms: f64,
+    pub direct_p99_ms: f64,
     /// The simulator's getToken, called directly (median of 50).
     pub get_token_ms: f64,
     pub failures: usize,
@@ -47,8 +61,8 @@ pub async fn run(ctx: &Ctx, tenant: &Tenant) -> anyhow::Result<Storm> {
 }
 
 async fn storm(ctx: &Ctx, tenant: &Tenant) -> anyhow::Result<Storm> {
-    // A gateway of its own: a new Redis prefix, so its first upstream call fetches a token
-    // that lives TOKEN_TTL_SECONDS; API role only, so no worker touches the token in between.
+    // A gateway of its own: a new Redis prefix, so it starts by fetching a token that lives
+    // TOKEN_TTL_SECONDS; API role only, so no worker calls the upstream in between.
     let gateway = stack::start_gateway(
         &ctx.paths,
         &ctx.env,
@@ -63,20 +77,24 @@ async fn storm(ctx: &Ctx, tenant: &Tenant) -> anyhow::Result<Storm> {
         .pool_max_idle_per_host(REQUESTS)
         .timeout(Duration::from_secs(30))
         .build()?;
-    let id = cycles::create_session(&client, &url, &token).await?;
+    let (id, upstream_id) = cycles::open_session(&client, &ctx.env, &url, &token).await?;
     let shared = shared_token(ctx, &gateway).await?;
-    // Open every connection before the storms, so they measure requests, not handshakes.
-    let warm = futures_util::future::join_all(
-        (0..REQUESTS).map(|_| client.get(format!("{url}/livez")).send()),
-    )
-    .await;
-    if warm.iter().any(|r| r.is_err()) {
-        bail!("could not open {REQUESTS} connections");
+    let gateway_info = Target {
+        url: format!("{url}/api/open/v3/faceswap/live/info"),
+        bearer: token,
+        id,
+    };
+    // Open every connection before the storms, so they measure requests, not handshakes: the
+    // first storm opens the client's and the gateway's own to the simulator.
+    let (_, warm_failures) = fire(&client, &gateway_info).await;
+    if warm_failures > 0 {
+        bail!("{warm_failures} of the warm-up storm's {REQUESTS} requests failed");
     }
 
     let fresh_before = stack::sim_get_token_calls().await?;
-    let (mut fresh, fresh_failures) = fire(&client, &url, &token, &id).await;
-    let fresh_get_token_calls = stack::sim_get_token_calls().await? - fresh_before;
+    let (mut fresh, fresh_failures) = fire(&client, &gateway_info).await;
+    let expiry_before = stack::sim_get_token_calls().await?;
+    let fresh_get_token_calls = expiry_before - fresh_before;
     if Instant::now() >= shared.refresh_at {
         bail!(
             "the fresh-token storm ran past the token's refresh point; a slower machine needs a longer TOKEN_TTL_SECONDS"
@@ -86,14 +104,27 @@ async fn storm(ctx: &Ctx, tenant: &Tenant) -> anyhow::Result<Storm> {
     // Idle until the token dies (no request in its refresh margin), then the storm.
     tokio::time::sleep_until(shared.expires_at.into()).await;
     let sent_after_expiry_ms = shared.expires_at.elapsed().as_secs_f64() * 1000.0;
-    let expiry_before = stack::sim_get_token_calls().await?;
-    let (mut expiry, expiry_failures) = fire(&client, &url, &token, &id).await;
-    let expiry_get_token_calls = stack::sim_get_token_calls().await? - expiry_before;
+    let (mut expiry, expiry_failures) = fire(&client, &gateway_info).await;
+    let refused_before = stack::sim_get_token_calls().await?;
+    let expiry_get_token_calls = refused_before - expiry_before;
+
+    stack::sim_expire_tokens().await?;
+    let (mut refused, refused_failures) = fire(&client, &gateway_info).await;
+    let refused_get_token_calls = stack::sim_get_token_calls().await? - refused_before;
+
+    let sim = stack::sim_url();
+    let direct_info = Target {
+        url: format!("{sim}/api/open/v3/faceswap/live/info"),
+        bearer: stack::sim_token(&sim).await?,
+        id: upstream_id,
+    };
+    let (_, warm_failures) = fire(&client, &direct_info).await;
+    let (mut direct_storm, direct_failures) = fire(&client, &direct_info).await;
 
     let mut direct = Vec::new();
     for _ in 0..50 {
         let started = Instant::now();
-        stack::sim_token(&stack::sim_url()).await?;
+        stack::sim_token(&sim).await?;
         direct.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     Ok(Storm {
@@ -105,8 +136,17 @@ async fn storm(ctx: &Ctx, tenant: &Tenant) -> anyhow::Result<Storm> {
         expiry_p99_ms: quantile(&mut expiry, 0.99),
         expiry_get_token_calls,
         sent_after_expiry_ms,
+        refused_p50_ms: quantile(&mut refused, 0.5),
+        refused_p99_ms: quantile(&mut refused, 0.99),
+        refused_get_token_calls,
+        direct_p50_ms: quantile(&mut direct_storm, 0.5),
+        direct_p99_ms: quantile(&mut direct_storm, 0.99),
         get_token_ms: quantile(&mut direct, 0.5),
-        failures: fresh_failures + expiry_failures,
+        failures: fresh_failures
+            + expiry_failures
+            + refused_failures
+            + warm_failures
+            + direct_failures,
     })
 }
 
@@ -137,13 +177,20 @@ async fn shared_token(ctx: &Ctx, gateway: &stack::Gateway) -> anyhow::Result<Sha
     })
 }
 
+/// Where a storm's `info` calls go: the gateway, or the simulator straight.
+struct Target {
+    url: String,
+    bearer: String,
+    /// The session's id there.
+    id: String,
+}
+
 /// `REQUESTS` info calls at once; their latencies (ms) and how many failed.
-async fn fire(client: &reqwest::Client, url: &str, token: &str, id: &str) -> (Vec<f64>, usize) {
-    let body = Arc::new(json!({ "_id": id }));
+async fn fire(client: &reqwest::Client, target: &Target) -> (Vec<f64>, usize) {
+    let body = Arc::new(json!({ "_id": target.id }));
     let calls = (0..REQUESTS).map(|_| {
         let (client, body) = (client.clone(), body.clone());
-        let url = format!("{url}/api/open/v3/faceswap/live/info");
-        let token = token.to_owned();
+        let (url, token) = (target.url.clone(), target.bearer.clone());
         tokio::spawn(async move {
             let started = Instant::now();
             let ok = match client

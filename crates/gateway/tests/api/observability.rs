@@ -82,6 +82,9 @@ async fn metrics_count_requests_by_route_template_tenant_and_upstream_call(pool:
     let tenant = app.tenant(5, None).await;
     let t = tenant.tenant_id.as_str();
     let before = Scrape::of(&app).await;
+    // The process took its upstream token as it started: a refused one is fetched again,
+    // within the window.
+    app.sim_post("/sim/expire-tokens").await;
 
     let token = app.token(&tenant).await;
     let (status, created) = app.create_session(&token).await;
@@ -159,6 +162,7 @@ async fn metrics_count_requests_by_route_template_tenant_and_upstream_call(pool:
         let count = format!("{}_count", metrics::UPSTREAM_CALL_DURATION);
         assert!(delta(&count, &[("call", call)]) >= 1.0, "{call} latency");
     }
+    assert!(delta(metrics::UPSTREAM_TOKEN_REFUSALS, &[]) >= 1.0);
     assert!(delta(metrics::UPSTREAM_TOKEN_FETCHES, &[("result", "ok")]) >= 1.0);
     assert!(delta(metrics::SESSION_CLOSES, &[("reason", "client")]) >= 1.0);
 

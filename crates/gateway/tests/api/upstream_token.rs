@@ -25,7 +25,9 @@ async fn burst(a: &TestApp, b: &TestApp, token: &str, n: usize) {
 }
 
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
-async fn two_replicas_fetch_the_upstream_token_once_and_again_once_after_it_expires(pool: PgPool) {
+async fn two_replicas_fetch_the_upstream_token_once_and_replace_it_once_before_it_expires_without_traffic(
+    pool: PgPool,
+) {
     let a = TestApp::builder()
         .sim_flags(&["--token-ttl-seconds", "10"])
         .spawn(pool)
@@ -40,15 +42,26 @@ async fn two_replicas_fetch_the_upstream_token_once_and_again_once_after_it_expi
         "one fetch for all requests of both replicas"
     );
 
-    // Past the token's exp (10 s, second resolution) every replica needs a new one. The
-    // lifetime is long enough that a burst on a loaded machine never reaches the refresh
-    // margin (a tenth of it) by itself.
-    tokio::time::sleep(Duration::from_millis(11_100)).await;
+    // No request until the token's exp (10 s, second resolution): the replicas' refreshers
+    // replace it in its last tenth of life (once for both), so no request waits for it.
+    let first = a.state.upstream_tokens.current().await.unwrap();
+    let until_exp = first.expires_at_ms - chrono::Utc::now().timestamp_millis();
+    tokio::time::sleep(Duration::from_millis(u64::try_from(until_exp).unwrap_or(0))).await;
+    assert_eq!(
+        a.sim_stats().await.calls.get_token,
+        2,
+        "replaced once, before the old token's exp"
+    );
+    for app in [&a, &b] {
+        let held = app.state.upstream_tokens.current().await.unwrap();
+        assert_ne!(held.token, first.token);
+        assert!(held.expires_at_ms > first.expires_at_ms);
+    }
     burst(&a, &b, &token, 20).await;
     assert_eq!(
         a.sim_stats().await.calls.get_token,
         2,
-        "one more fetch after expiry"
+        "the requests after the exp used the new token"
     );
     assert_eq!(
         a.state.upstream_tokens.fetches() + b.state.upstream_tokens.fetches(),
