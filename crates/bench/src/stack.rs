@@ -181,15 +181,28 @@ pub async fn sim_expire_tokens() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// getToken calls the simulator has answered so far.
-pub async fn sim_get_token_calls() -> anyhow::Result<u64> {
-    let stats: Value = reqwest::get(format!("{}/sim/stats", sim_url()))
+/// getToken calls a gateway has made, successful or not (its metrics).
+pub async fn gateway_token_fetches(url: &str) -> anyhow::Result<u64> {
+    let text = reqwest::get(format!("{url}/metrics"))
         .await?
-        .json()
+        .error_for_status()?
+        .text()
         .await?;
-    stats["calls"]["getToken"]
-        .as_u64()
-        .context("sim stats without calls.getToken")
+    let mut found = false;
+    let mut sum = 0.0;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("faceswap_upstream_token_fetches_total") {
+            let value = rest.rsplit(' ').next().unwrap_or_default();
+            sum += value
+                .parse::<f64>()
+                .with_context(|| format!("unreadable metric line {line}"))?;
+            found = true;
+        }
+    }
+    if !found {
+        bail!("{url}/metrics has no faceswap_upstream_token_fetches_total");
+    }
+    Ok(sum as u64)
 }
 
 /// A token straight from the simulator, for the direct and nginx runs.
