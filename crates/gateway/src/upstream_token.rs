@@ -54,8 +54,15 @@ pub enum Freshness {
     Spent,
 }
 
+/// The refresh margin of a token fetched at `fetched` and dying at `expires`: a tenth of its
+/// lifetime, at most five minutes.
+fn margin(fetched: i64, expires: i64) -> i64 {
+    ((expires - fetched) / 10).clamp(0, MAX_MARGIN_MS)
+}
+
+/// What a token fetched at `fetched` and dying at `expires` is good for at `now`.
 pub fn freshness(fetched: i64, expires: i64, now: i64) -> Freshness {
-    let margin = ((expires - fetched) / 10).clamp(0, MAX_MARGIN_MS);
+    let margin = margin(fetched, expires);
     if now < expires - margin {
         Freshness::Fresh
     } else if now < expires - margin / 2 {
@@ -67,7 +74,7 @@ pub fn freshness(fetched: i64, expires: i64, now: i64) -> Freshness {
 
 /// When (Unix ms) a token fetched at `fetched` and dying at `expires` becomes due.
 pub fn due_at(fetched: i64, expires: i64) -> i64 {
-    expires - ((expires - fetched) / 10).clamp(0, MAX_MARGIN_MS)
+    expires - margin(fetched, expires)
 }
 
 /// The refresher's wait after `failures` refreshes in a row failed (at least one).
