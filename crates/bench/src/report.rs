@@ -66,25 +66,18 @@ fn peak_verdict(f: &Forwarding, scenario: &'static str) -> Option<Verdict> {
 
 /// `target`'s p99 in each latency round, e.g. `2.40 / 2.71 / 9.48`.
 fn p99_by_round(f: &Forwarding, target: &str) -> String {
-    let by_round: Vec<String> = f
-        .latency_rounds
-        .iter()
-        .filter_map(|round| round.iter().find(|m| m.target == target))
-        .map(|m| format!("{:.2}", m.p99_ms))
-        .collect();
-    by_round.join(" / ")
+    by_round(
+        f.latency_rounds
+            .iter()
+            .filter_map(|round| round.iter().find(|m| m.target == target))
+            .map(|m| format!("{:.2}", m.p99_ms)),
+    )
 }
 
-/// Counts by round, e.g. `1 / 1 / 1`.
-fn by_round(counts: &[u64], sep: &str) -> String {
-    let counts: Vec<String> = counts.iter().map(u64::to_string).collect();
-    counts.join(sep)
-}
-
-/// Milliseconds by round, e.g. `31.7 / 29.0 / 40.2`.
-fn by_round_ms(ms: &[f64]) -> String {
-    let ms: Vec<String> = ms.iter().map(|v| format!("{v:.1}")).collect();
-    ms.join(" / ")
+/// One figure per round, e.g. `1 / 1 / 1`.
+fn by_round(values: impl IntoIterator<Item = impl std::fmt::Display>) -> String {
+    let values: Vec<String> = values.into_iter().map(|v| v.to_string()).collect();
+    values.join(" / ")
 }
 
 fn verdicts(r: &Results) -> Vec<Verdict> {
@@ -144,7 +137,7 @@ fn verdicts(r: &Results) -> Vec<Verdict> {
     if let Some(s) = &r.storm {
         v.push(Verdict {
             scenario: "5 token expiry storm: upstream getToken calls",
-            figure: format!("{} per expiry", by_round(&s.expiry_get_token_calls, " / ")),
+            figure: format!("{} per expiry", by_round(&s.expiry_get_token_calls)),
             baseline: format!(
                 "{} requests at once, {} rounds; {} while the storms were in flight",
                 s.requests, s.rounds, s.get_token_calls_during_expiry_storms
@@ -293,7 +286,7 @@ pub fn markdown(r: &Results) -> String {
                 "p50 {:.1} ms, p99 {:.1} ms (by round {})",
                 storms.p50_ms,
                 storms.p99_ms,
-                by_round_ms(&storms.p99_by_round_ms)
+                by_round(storms.p99_by_round_ms.iter().map(|v| format!("{v:.1}")))
             )
         };
         let _ = writeln!(
@@ -317,13 +310,13 @@ pub fn markdown(r: &Results) -> String {
             crate::scenarios::token_storm::TOKEN_TTL_SECONDS,
             s.sent_after_expiry_ms,
             ms(&s.expiry),
-            by_round(&s.expiry_get_token_calls, " / "),
+            by_round(&s.expiry_get_token_calls),
             s.get_token_calls_during_expiry_storms,
             ms(&s.fresh),
             s.fresh_get_token_calls,
             ms(&s.direct),
             ms(&s.refused),
-            by_round(&s.refused_get_token_calls, " / "),
+            by_round(&s.refused_get_token_calls),
             s.get_token_ms,
             s.failures
         );

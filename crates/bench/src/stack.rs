@@ -158,25 +158,23 @@ pub fn sim_url() -> String {
 
 /// Changes simulator settings at run time (`POST /sim/config`).
 pub async fn sim_config(knobs: Value) -> anyhow::Result<()> {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/sim/config", sim_url()))
-        .json(&knobs)
-        .send()
-        .await?;
-    if !resp.status().is_success() {
-        bail!("sim config {knobs} refused: {}", resp.text().await?);
-    }
-    Ok(())
+    sim_post("/sim/config", &knobs).await
 }
 
 /// Makes the simulator refuse every token issued so far (`POST /sim/expire-tokens`).
 pub async fn sim_expire_tokens() -> anyhow::Result<()> {
+    sim_post("/sim/expire-tokens", &json!({})).await
+}
+
+/// A call to one of the simulator's control routes, which answer 2xx when they took it.
+async fn sim_post(path: &str, body: &Value) -> anyhow::Result<()> {
     let resp = reqwest::Client::new()
-        .post(format!("{}/sim/expire-tokens", sim_url()))
+        .post(format!("{}{path}", sim_url()))
+        .json(body)
         .send()
         .await?;
     if !resp.status().is_success() {
-        bail!("sim expire-tokens refused: {}", resp.text().await?);
+        bail!("sim {path} {body} refused: {}", resp.text().await?);
     }
     Ok(())
 }

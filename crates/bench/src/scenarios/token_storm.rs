@@ -35,10 +35,10 @@ pub struct Storms {
 
 impl Storms {
     fn of(rounds: &mut [Vec<f64>]) -> Self {
-        let p50: Vec<f64> = rounds.iter_mut().map(|r| quantile(r, 0.5)).collect();
+        let mut p50: Vec<f64> = rounds.iter_mut().map(|r| quantile(r, 0.5)).collect();
         let p99: Vec<f64> = rounds.iter_mut().map(|r| quantile(r, 0.99)).collect();
         Self {
-            p50_ms: quantile(&mut p50.clone(), 0.5),
+            p50_ms: quantile(&mut p50, 0.5),
             p99_ms: quantile(&mut p99.clone(), 0.5),
             p99_by_round_ms: p99,
         }
