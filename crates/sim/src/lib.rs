@@ -19,9 +19,10 @@ pub mod tokens;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt as _;
 pub use config::{Knobs, SimArgs};
 pub use stats::StatsReport;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// A running simulator. Dropping it stops the server.
 pub struct SimHandle {
@@ -54,9 +55,9 @@ pub async fn spawn(args: SimArgs) -> anyhow::Result<SimHandle> {
     let listener = TcpListener::bind(args.bind).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let app = build(&args, addr)?;
+    let (app, state) = build(&args, addr)?;
     tokio::spawn(async move {
-        let served = axum::serve(listener, app)
+        let served = axum::serve(counted(listener, state), app)
             .with_graceful_shutdown(async {
                 let _ = rx.await;
             })
@@ -77,15 +78,23 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.bind))?;
     let addr = listener.local_addr()?;
-    let app = build(&args, addr)?;
+    let (app, state) = build(&args, addr)?;
     tracing::info!(%addr, client_id = %args.client_id, "faceswap-sim listening");
-    axum::serve(listener, app)
+    axum::serve(counted(listener, state), app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
 }
 
-fn build(args: &SimArgs, addr: SocketAddr) -> anyhow::Result<axum::Router> {
+/// `listener`, counting the connections it accepts in `/sim/stats`.
+fn counted(
+    listener: TcpListener,
+    state: Arc<state::SimState>,
+) -> axum::serve::TapIo<TcpListener, impl FnMut(&mut TcpStream) + Send + 'static> {
+    listener.tap_io(move |_| state.stats.record_connection())
+}
+
+fn build(args: &SimArgs, addr: SocketAddr) -> anyhow::Result<(axum::Router, Arc<state::SimState>)> {
     args.knobs
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid setting: {e}"))?;
@@ -96,7 +105,7 @@ fn build(args: &SimArgs, addr: SocketAddr) -> anyhow::Result<axum::Router> {
         .trim_end_matches('/')
         .to_owned();
     let state = Arc::new(state::SimState::new(args, public_url)?);
-    Ok(http::router(state, args.max_body_bytes))
+    Ok((http::router(state.clone(), args.max_body_bytes), state))
 }
 
 async fn shutdown_signal() {

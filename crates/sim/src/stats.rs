@@ -51,6 +51,7 @@ pub struct Stats {
     timeouts_injected: AtomicU64,
     resource_downloads: AtomicU64,
     resource_failures: AtomicU64,
+    connections: AtomicU64,
     last_traceparent: std::sync::Mutex<Option<String>>,
 }
 
@@ -151,6 +152,16 @@ impl Stats {
         }
     }
 
+    /// Counts one accepted TCP connection.
+    pub fn record_connection(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// TCP connections accepted since start.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
     /// Keeps the `traceparent` header of the latest upstream call that sent one.
     pub fn record_traceparent(&self, value: &str) {
         if let Ok(mut last) = self.last_traceparent.lock() {
@@ -191,4 +202,7 @@ pub struct StatsReport {
     /// The W3C `traceparent` header of the latest upstream call that carried one.
     #[serde(default)]
     pub last_traceparent: Option<String>,
+    /// TCP connections accepted since start: how well callers keep theirs alive.
+    #[serde(default)]
+    pub connections: u64,
 }

@@ -114,7 +114,7 @@ impl UpstreamClient {
         // An environment proxy would silently reroute upstream traffic and its tokens, and the
         // upstream never redirects (following one would re-post a body, maybe 14 MB of image,
         // somewhere unvetted; a 3xx surfaces as a Status error): the transport does neither.
-        let http = Transport::new(cfg.timeout, cfg.connect_timeout)
+        let http = Transport::new(cfg.timeout, cfg.connect_timeout, cfg.policy.max_concurrency)
             .map_err(|e| UpstreamError::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             http,

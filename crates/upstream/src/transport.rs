@@ -21,9 +21,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-/// Idle connections kept per upstream host. The gateway fans many tenants into one or two
-/// upstream hosts, so a small pool would churn connections under load.
-const POOL_MAX_IDLE_PER_HOST: usize = 256;
 /// How long an idle pooled connection is kept (reqwest's default).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// TCP keep-alive probes on upstream connections, so a silently dropped peer is noticed.
@@ -54,8 +51,17 @@ pub(crate) struct Transport {
 
 impl Transport {
     /// A pool whose exchanges last at most `timeout`, connecting (TLS included) within
-    /// `connect_timeout`.
-    pub(crate) fn new(timeout: Duration, connect_timeout: Duration) -> Result<Self, String> {
+    /// `connect_timeout`, keeping up to `max_idle_per_host` idle connections per host.
+    ///
+    /// The gateway fans many tenants into one or two upstream hosts, so it keeps as many idle
+    /// connections as calls it lets in flight: a burst up to that bound finds its connections
+    /// open again next time, instead of closing the excess as it ends and reopening it (a
+    /// handshake each) at the next burst.
+    pub(crate) fn new(
+        timeout: Duration,
+        connect_timeout: Duration,
+        max_idle_per_host: usize,
+    ) -> Result<Self, String> {
         let tls = crate::tls::client_config()
             .ok_or("cannot load the platform's TLS certificate verifier")?;
         let mut tcp = HttpConnector::new();
@@ -70,7 +76,7 @@ impl Transport {
             .enable_http2()
             .wrap_connector(tcp);
         let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+            .pool_max_idle_per_host(max_idle_per_host)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())

@@ -37,7 +37,8 @@ pub async fn around(
     {
         return inner(req).await;
     }
-    run(state, req, inner)
+    // Boxed: its Postgres calls would otherwise size the future every request carries.
+    Box::pin(run(state, req, inner))
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }

@@ -65,7 +65,8 @@ pub async fn record_live(state: &AppState, row: &SessionRow, live: &LiveSession)
         return;
     }
     let found = rules::from_live(&live.resources, fallback_deadline(&state.archive));
-    if let Err(e) = record(state, row.tenant_id, Some(row.session_id), &found).await {
+    // Boxed: most answers list no resources, and the insert's future is large.
+    if let Err(e) = Box::pin(record(state, row.tenant_id, Some(row.session_id), &found)).await {
         tracing::error!(session_id = %SessionId(row.session_id), error = %e, "recording a session's resources failed");
     }
 }

@@ -186,6 +186,15 @@ async fn find_live(
         return Ok(row);
     }
     crate::metrics::session_cache_lookup(false);
+    // Boxed: most calls are served from memory, and the read's future is large.
+    Box::pin(read_live(state, tenant, id)).await
+}
+
+async fn read_live(
+    state: &AppState,
+    tenant: TenantId,
+    id: SessionId,
+) -> Result<SessionRow, ApiError> {
     let ticket = state.session_cache.ticket();
     let mut conn = state.db.acquire().await?;
     let row = store::sessions::touch(&mut conn, tenant.0, id.0)

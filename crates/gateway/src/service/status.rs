@@ -16,6 +16,15 @@ pub async fn record(
     if row.faceswap_status == Some(status) {
         return Ok(row);
     }
+    // Boxed: most calls see no change, and the transaction's future is large.
+    Box::pin(record_change(state, row, status)).await
+}
+
+async fn record_change(
+    state: &AppState,
+    row: SessionRow,
+    status: i16,
+) -> Result<SessionRow, ApiError> {
     let mut tx = state.db.begin().await?;
     let Some(updated) =
         store::sessions::set_status(&mut tx, row.session_id, row.faceswap_status, status).await?

@@ -55,6 +55,7 @@ pub async fn get_stats(State(state): State<Arc<SimState>>) -> Json<StatsReport> 
         faults: state.stats.faults(),
         resources: state.stats.resources(),
         last_traceparent: state.stats.last_traceparent(),
+        connections: state.stats.connections(),
     })
 }
 

@@ -88,6 +88,19 @@ async fn the_whole_call_sequence_works_end_to_end() {
 }
 
 #[tokio::test]
+async fn stats_count_the_connections_accepted() {
+    let sim = spawn_sim(&[]).await;
+    let before = sim.stats().await.connections;
+    for _ in 0..3 {
+        // A client of its own per call: a new connection each.
+        let status = reqwest::get(sim.url("/sim/stats")).await.unwrap().status();
+        assert!(status.is_success());
+    }
+    // Read on the helper's kept-alive connection, which `before` already counted.
+    assert_eq!(sim.stats().await.connections - before, 3);
+}
+
+#[tokio::test]
 async fn stats_count_every_call_and_list_exactly_the_open_sessions() {
     let sim = spawn_sim(&[]).await;
     let token = sim.token().await;

@@ -443,6 +443,44 @@ async fn calls_beyond_the_concurrency_bound_are_refused_busy() {
 }
 
 #[tokio::test]
+async fn a_burst_as_large_as_the_concurrency_bound_finds_its_connections_open_at_the_next() {
+    // Above hyper's usual idle-pool sizes, so a fixed pool size below the bound would show.
+    let bound = 300;
+    // A second's latency keeps every call of a burst in flight until the last one has
+    // started, even in a slow build: each needs its own connection.
+    let sim = spawn_sim(&["--latency-ms", "1000"]).await;
+    let base = sim.handle.base_url();
+    let policy = CallPolicy {
+        max_concurrency: bound,
+        ..CallPolicy::default()
+    };
+    let client = client_with_policy(&base, Duration::from_secs(10), policy);
+    let burst = || async {
+        let calls = (0..bound).map(|_| client.get_token(CLIENT_ID, CLIENT_SECRET));
+        for result in futures_util::future::join_all(calls).await {
+            result.unwrap();
+        }
+    };
+
+    let before = sim_stats(&base).await.connections;
+    burst().await;
+    let after_first = sim_stats(&base).await.connections;
+    // Each stats read comes on a connection of its own.
+    let opened = after_first - before - 1;
+    assert!(
+        opened >= bound as u64,
+        "the first burst opened {opened} connections"
+    );
+    burst().await;
+    let after_second = sim_stats(&base).await.connections;
+    assert_eq!(
+        after_second - after_first - 1,
+        0,
+        "the second burst opened connections"
+    );
+}
+
+#[tokio::test]
 async fn busy_refusals_do_not_open_the_breaker() {
     let sim = spawn_sim(&["--latency-ms", "300"]).await;
     let policy = CallPolicy {
