@@ -11,7 +11,9 @@
 //! without asking Redis until the lease ends. Leased grants are counted in Redis when they are
 //! taken, so every replica together never grants more than the rate allows; a grant is spent at
 //! most [`LEASE`] after Redis counted it, and what a lease leaves unspent is handed back with
-//! the replica's next script. A lease never takes the last half of a tenant's burst: near its
+//! the replica's next script. The next lease is asked for while the current one still serves
+//! (a quarter of its grants or of its time left), so a steadily busy tenant's requests do not
+//! wait for Redis at all. A lease never takes the last half of a tenant's burst: near its
 //! limit a tenant's requests are decided one by one, in arrival order, as if there were no
 //! leases, and no replica holds grants another one is refused.
 //!
@@ -193,6 +195,7 @@ impl RateLimiter {
                 tenants: Mutex::default(),
                 scripts: AtomicU64::new(0),
                 leased: AtomicU64::new(0),
+                waited: AtomicU64::new(0),
             }),
             local: Mutex::default(),
             redis_failed_at: Mutex::default(),
@@ -221,6 +224,11 @@ impl RateLimiter {
     /// Grants this process has leased from Redis ahead of demand.
     pub fn leased_grants(&self) -> u64 {
         self.shared.leased.load(Ordering::Relaxed)
+    }
+
+    /// Requests this process decided only after waiting for a script.
+    pub fn waited_for_redis(&self) -> u64 {
+        self.shared.waited.load(Ordering::Relaxed)
     }
 
     fn check_local(&self, tenant: Uuid, rate: Rate) -> Decision {
@@ -269,11 +277,19 @@ type Answer = Result<Decision, Arc<str>>;
 #[derive(Debug, Clone, Copy)]
 struct Lease {
     grants: u32,
+    /// Grants it came with.
+    size: u32,
     rate: Rate,
     until: Instant,
 }
 
 impl Lease {
+    /// Whether the next lease should be asked for now, while this one still serves: a
+    /// quarter of its grants or of its time is left, about ten times Redis's round trip.
+    fn running_low(&self, now: Instant) -> bool {
+        self.grants <= self.size / 4 || now + LEASE / 4 >= self.until
+    }
+
     /// Spends one grant, if the lease has one left for this rate.
     fn spend(&mut self, rate: Rate, now: Instant) -> bool {
         let usable = self.grants > 0 && self.rate == rate && now < self.until;
@@ -300,6 +316,9 @@ struct TenantLimit {
     /// Who waits for the next script.
     waiting: Vec<oneshot::Sender<Answer>>,
     lease: Option<Lease>,
+    /// What leases replaced before they ran out left unspent, to hand back with the next
+    /// script.
+    retired: Option<Lease>,
     /// Requests since the last script was sent, and when that was.
     demand: u32,
     last_script: Option<Instant>,
@@ -308,6 +327,17 @@ struct TenantLimit {
 impl TenantLimit {
     fn spend_lease(&mut self, rate: Rate, now: Instant) -> bool {
         self.lease.as_mut().is_some_and(|l| l.spend(rate, now))
+    }
+
+    /// Ends `lease`; its unspent grants go back with the next script.
+    fn retire(&mut self, lease: Lease) {
+        self.retired = Some(match self.retired {
+            Some(r) if r.rate == lease.rate => Lease {
+                grants: r.grants.saturating_add(lease.grants),
+                ..lease
+            },
+            _ => lease,
+        });
     }
 
     /// Grants to ask for ahead of demand: what the tenant asked of this replica in the last
@@ -346,35 +376,47 @@ struct SharedLimiter {
     scripts: AtomicU64,
     /// Grants leased so far.
     leased: AtomicU64,
+    /// Requests decided after waiting for a script.
+    waited: AtomicU64,
 }
 
 impl SharedLimiter {
     async fn check(self: &Arc<Self>, tenant: Uuid, rate: Rate) -> Answer {
-        let (tx, rx) = oneshot::channel();
-        let start = {
+        let (rx, start) = {
             let mut tenants = self.lock();
             let limit = tenants.entry(tenant).or_default();
             limit.demand = limit.demand.saturating_add(1);
-            // Nobody waits ahead of this request when no script is in flight: a leased grant
-            // keeps arrival order.
-            if !limit.in_flight && limit.spend_lease(rate, Instant::now()) {
+            let now = Instant::now();
+            // Nobody waits ahead of this request: a leased grant keeps arrival order.
+            if limit.waiting.is_empty() && limit.spend_lease(rate, now) {
+                let renew = !limit.in_flight && limit.lease.is_some_and(|l| l.running_low(now));
+                if renew {
+                    limit.in_flight = true;
+                    limit.rate = rate;
+                }
+                drop(tenants);
+                if renew {
+                    tokio::spawn(Arc::clone(self).drain(tenant, true));
+                }
                 return Ok(Decision::Allow);
             }
+            let (tx, rx) = oneshot::channel();
             limit.rate = rate;
             limit.waiting.push(tx);
-            !std::mem::replace(&mut limit.in_flight, true)
+            (rx, !std::mem::replace(&mut limit.in_flight, true))
         };
+        self.waited.fetch_add(1, Ordering::Relaxed);
         if start {
             // Its own task: a request that goes away must not strand the others.
-            tokio::spawn(Arc::clone(self).drain(tenant));
+            tokio::spawn(Arc::clone(self).drain(tenant, false));
         }
         rx.await
             .unwrap_or_else(|_| Err("the rate limit batch was dropped".into()))
     }
 
     /// Decides `tenant`'s waiting requests, from the lease while it lasts and by scripts,
-    /// until nobody waits.
-    async fn drain(self: Arc<Self>, tenant: Uuid) {
+    /// until nobody waits. `renewing`: first asks for the next lease, even with nobody waiting.
+    async fn drain(self: Arc<Self>, tenant: Uuid, mut renewing: bool) {
         loop {
             let (rate, batch, want, refund, sent) = {
                 let mut tenants = self.lock();
@@ -392,11 +434,17 @@ impl SharedLimiter {
                 for waiter in batch.drain(..from_lease) {
                     let _ = waiter.send(Ok(Decision::Allow));
                 }
-                if batch.is_empty() {
+                if batch.is_empty() && !std::mem::take(&mut renewing) {
                     limit.in_flight = false;
                     return;
                 }
-                let refund = limit.lease.take().map_or(0, |l| l.unspent(rate));
+                // Someone waits: the lease no longer serves this rate.
+                if !batch.is_empty()
+                    && let Some(lease) = limit.lease.take()
+                {
+                    limit.retire(lease);
+                }
+                let refund = limit.retired.take().map_or(0, |l| l.unspent(rate));
                 (rate, batch, limit.next_lease_size(now), refund, now)
             };
             match self.run(tenant, rate, batch.len(), want, refund).await {
@@ -405,12 +453,16 @@ impl SharedLimiter {
                         self.leased
                             .fetch_add(u64::from(verdict.leased), Ordering::Relaxed);
                         if let Some(limit) = self.lock().get_mut(&tenant) {
-                            limit.lease = Some(Lease {
+                            let next = Lease {
                                 grants: verdict.leased,
+                                size: verdict.leased,
                                 rate,
                                 // From when the script was sent: Redis counted the grants later.
                                 until: sent + LEASE,
-                            });
+                            };
+                            if let Some(replaced) = limit.lease.replace(next) {
+                                limit.retire(replaced);
+                            }
                         }
                     }
                     for (i, waiter) in batch.into_iter().enumerate() {
@@ -569,6 +621,53 @@ mod tests {
             limiter.redis_scripts() < 30,
             "{} scripts for 300 requests",
             limiter.redis_scripts()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_busy_tenant_asks_for_its_next_lease_while_the_current_one_still_serves() {
+        let limiter = shared_limiter();
+        let tenant = Uuid::new_v4();
+        let rate = Rate::new(MAX_RATE, MAX_RATE).unwrap();
+        let allowed = (Decision::Allow, Source::Shared);
+        while limiter.leased_grants() == 0 {
+            assert_eq!(limiter.check(tenant, rate).await, allowed);
+        }
+        let (waited, scripts, leased) = (
+            limiter.waited_for_redis(),
+            limiter.redis_scripts(),
+            limiter.leased_grants(),
+        );
+        let mut spent = 0;
+        while limiter.redis_scripts() == scripts {
+            assert_eq!(limiter.check(tenant, rate).await, allowed);
+            spent += 1;
+            assert!(
+                spent <= leased,
+                "the lease ran out before its renewal was sent"
+            );
+            // Lets the renewal's task run on this single-threaded runtime.
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            limiter.waited_for_redis(),
+            waited,
+            "the renewal was sent while requests were still served from the lease"
+        );
+        let renewed = tokio::time::timeout(Duration::from_secs(5), async {
+            while limiter.leased_grants() == leased {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        assert!(renewed.is_ok(), "no new lease");
+        for _ in 0..10 {
+            assert_eq!(limiter.check(tenant, rate).await, allowed);
+        }
+        assert_eq!(
+            limiter.waited_for_redis(),
+            waited,
+            "served from the new lease"
         );
     }
 
