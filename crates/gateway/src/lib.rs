@@ -16,6 +16,7 @@ pub mod http;
 pub mod metrics;
 pub mod net_guard;
 pub mod rate_limit;
+pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod session_cache;

@@ -5,7 +5,13 @@
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[tokio::main]
-async fn main() {
-    std::process::exit(faceswap_gateway::cli::run().await);
+fn main() {
+    let runtime = match faceswap_gateway::runtime::build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("faceswap-gateway: {e}");
+            std::process::exit(2);
+        }
+    };
+    std::process::exit(runtime.block_on(faceswap_gateway::cli::run()));
 }

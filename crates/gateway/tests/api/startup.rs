@@ -104,3 +104,18 @@ async fn a_dropped_transaction_releases_its_locks_when_its_connection_is_handed_
     )
     .await;
 }
+
+#[test]
+fn a_malformed_worker_count_stops_start_up_with_one_line_naming_it() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_faceswap-gateway"))
+        .arg("serve")
+        .env("TOKIO_WORKER_THREADS", "two")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TOKIO_WORKER_THREADS") && stderr.trim().lines().count() == 1,
+        "{stderr}"
+    );
+}
