@@ -29,8 +29,12 @@ async fn record_change(
     let Some(updated) =
         store::sessions::set_status(&mut tx, row.session_id, row.faceswap_status, status).await?
     else {
-        // Another caller recorded the change first; its event stands.
-        return Ok(row);
+        // Another caller recorded the change first; its event stands. The answer still says
+        // what the upstream has just said.
+        return Ok(SessionRow {
+            faceswap_status: Some(status),
+            ..row
+        });
     };
     let payload = events::status_changed(SessionId(row.session_id), row.faceswap_status, status);
     store::events::insert(

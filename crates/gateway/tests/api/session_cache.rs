@@ -200,3 +200,34 @@ async fn a_lost_listener_empties_the_cache_until_it_listens_again(pool: PgPool) 
     listening(&app).await;
     assert_eq!(info(&app, &token, &id).await["state"], "closed");
 }
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn every_call_that_sees_a_status_change_answers_the_new_status(pool: PgPool) {
+    let app = spawn(pool).await;
+    listening(&app).await;
+    let (token, id) = open_session(&app).await;
+    assert_eq!(info(&app, &token, &id).await["faceswap_status"], 1);
+    let upstream_id: String =
+        sqlx::query_scalar("select upstream_id from sessions where session_id = $1")
+            .bind(uuid_of(&id))
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    app.sim_post(&format!("/sim/sessions/{upstream_id}/fail"))
+        .await;
+
+    // Calls at once, each holding the remembered row with status 1: one records the change,
+    // the others find it recorded.
+    let calls = (0..20).map(|_| info(&app, &token, &id));
+    for data in futures_util::future::join_all(calls).await {
+        assert_eq!(data["faceswap_status"], 4, "{data}");
+    }
+    let changes: i64 = sqlx::query_scalar(
+        "select count(*) from session_events where session_id = $1 and event_type = 'session.status_changed'",
+    )
+    .bind(uuid_of(&id))
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(changes, 1, "one event for the one change");
+}
