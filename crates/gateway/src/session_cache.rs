@@ -10,17 +10,23 @@
 //!   predate the change): every drop advances an epoch, and a row is only remembered under the
 //!   epoch its read started in.
 //!
+//! A session missed by many calls at once (a busy one whose change was just announced) is read
+//! from Postgres once for all of them: [`SessionCache::read_once`].
+//!
 //! Activity (`last_activity_at`) is not announced; calls served from memory record it through
 //! [`crate::activity`]. Entries also expire after [`TTL`], bounding the harm of any change made
 //! behind the trigger's back.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
+use futures_util::future::Shared;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -48,11 +54,33 @@ struct Inner {
     epoch: u64,
 }
 
+/// What one read of a session from Postgres gives every call that waited for it: the row, or
+/// `None` when the tenant has no such session.
+pub type Read = Result<Option<SessionRow>, Arc<sqlx::Error>>;
+
+/// Reads in flight, by tenant and session; each answers every call that joined it.
+type Reads = HashMap<(Uuid, Uuid), Shared<oneshot::Receiver<Read>>>;
+
 /// The cache. Empty and unused until [`SessionCache::run_until_stopped`] is listening.
 #[derive(Default)]
 pub struct SessionCache {
     inner: Mutex<Inner>,
     listening: AtomicBool,
+    reads: Mutex<Reads>,
+    /// Calls that waited for another call's read instead of making their own.
+    joined: AtomicU64,
+}
+
+/// Ends a read, however its task ends, so that the next miss reads again.
+struct ReadDone {
+    cache: Arc<SessionCache>,
+    key: (Uuid, Uuid),
+}
+
+impl Drop for ReadDone {
+    fn drop(&mut self) {
+        self.cache.lock_reads().remove(&self.key);
+    }
 }
 
 /// Proof that a read started while the cache could accept its result (see
@@ -123,6 +151,60 @@ impl SessionCache {
         let mut inner = self.lock();
         inner.epoch += 1;
         inner.entries.clear();
+    }
+
+    /// `tenant`'s `session` as `read` finds it, read once for every call that asks while the
+    /// read is in flight. `read` runs in a task of its own, so a caller that goes away strands
+    /// neither the others nor a pooled connection. `None` when the read stopped without an
+    /// answer.
+    pub async fn read_once<F, Fut>(
+        self: &Arc<Self>,
+        tenant: Uuid,
+        session: Uuid,
+        read: F,
+    ) -> Option<Read>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Read> + Send + 'static,
+    {
+        let key = (tenant, session);
+        let (pending, start) = {
+            let mut reads = self.lock_reads();
+            if let Some(pending) = reads.get(&key) {
+                self.joined.fetch_add(1, Ordering::Relaxed);
+                (pending.clone(), None)
+            } else {
+                let (tx, rx) = oneshot::channel();
+                let pending = rx.shared();
+                reads.insert(key, pending.clone());
+                (pending, Some(tx))
+            }
+        };
+        // Spawned with the map unlocked: a task dropped at once (the runtime shutting down)
+        // ends its read, which locks the map.
+        if let Some(tx) = start {
+            let (read, done) = (
+                read(),
+                ReadDone {
+                    cache: Arc::clone(self),
+                    key,
+                },
+            );
+            tokio::spawn(async move {
+                let _done = done;
+                let _ = tx.send(read.await);
+            });
+        }
+        pending.await.ok()
+    }
+
+    /// Calls that waited for another call's read of their session instead of making their own.
+    pub fn joined_reads(&self) -> u64 {
+        self.joined.load(Ordering::Relaxed)
+    }
+
+    fn lock_reads(&self) -> MutexGuard<'_, Reads> {
+        self.reads.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sessions remembered now.

@@ -1,5 +1,7 @@
 //! The one error type of the HTTP layer, and the one place that picks a status and a code.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
@@ -71,12 +73,18 @@ pub enum ApiError {
     /// The upstream failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
-    /// Postgres failed.
+    /// Postgres failed (shared: one failed read can fail every call that waited for it).
     #[error("database error")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] Arc<sqlx::Error>),
     /// Anything else.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(Arc::new(e))
+    }
 }
 
 impl ApiError {

@@ -88,7 +88,7 @@ pub async fn rotate_signing_key(
     }
     let rotated = jwt::rotate(&state.db, &admin.name).await.map_err(|e| {
         match e.downcast::<sqlx::Error>() {
-            Ok(db) => ApiError::Database(db),
+            Ok(db) => ApiError::from(db),
             Err(other) => ApiError::Internal(other),
         }
     })?;

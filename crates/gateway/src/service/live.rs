@@ -1,8 +1,11 @@
 //! Live sessions: the reservation, the upstream call and the record, in that order, so that a
 //! quota slot is always held before the upstream is asked and released when it says no.
 
+use std::sync::Arc;
+
 use faceswap_wire::gateway::{SessionPage, SessionView, UsageView};
 use faceswap_wire::{CreateRequest, FaceswapStatus, SourceImage, UpdateRequest};
+use futures_util::FutureExt as _;
 use uuid::Uuid;
 
 use crate::domain::ids::{SessionId, TenantId};
@@ -190,18 +193,34 @@ async fn find_live(
     Box::pin(read_live(state, tenant, id)).await
 }
 
+/// Reads the session (touching its activity) and remembers it: one read for every call that
+/// misses it meanwhile.
 async fn read_live(
     state: &AppState,
     tenant: TenantId,
     id: SessionId,
 ) -> Result<SessionRow, ApiError> {
-    let ticket = state.session_cache.ticket();
-    let mut conn = state.db.acquire().await?;
-    let row = store::sessions::touch(&mut conn, tenant.0, id.0)
-        .await?
-        .ok_or(ApiError::NotFound("session"))?;
-    state.session_cache.remember(ticket, &row);
-    Ok(row)
+    let read = state.session_cache.read_once(tenant.0, id.0, || {
+        let state = state.clone();
+        async move {
+            let ticket = state.session_cache.ticket();
+            let mut conn = state.db.acquire().await?;
+            let row = store::sessions::touch(&mut conn, tenant.0, id.0).await?;
+            if let Some(row) = &row {
+                state.session_cache.remember(ticket, row);
+            }
+            Ok(row)
+        }
+        .map(|read: Result<_, sqlx::Error>| read.map_err(Arc::new))
+    });
+    match read.await {
+        Some(Ok(Some(row))) => Ok(row),
+        Some(Ok(None)) => Err(ApiError::NotFound("session")),
+        Some(Err(e)) => Err(ApiError::Database(e)),
+        None => Err(ApiError::Internal(anyhow::anyhow!(
+            "the session read stopped without an answer"
+        ))),
+    }
 }
 
 fn conflict_for(row: &SessionRow) -> ApiError {

@@ -231,3 +231,41 @@ async fn every_call_that_sees_a_status_change_answers_the_new_status(pool: PgPoo
     .unwrap();
     assert_eq!(changes, 1, "one event for the one change");
 }
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn calls_that_miss_one_session_at_once_read_it_once(pool: PgPool) {
+    let app = spawn(pool).await;
+    listening(&app).await;
+    let (token, id) = open_session(&app).await;
+    // Not remembered yet. Its activity is made older than the write resolution, so the read
+    // updates the row; the row is then held, so the read waits until every call has missed it.
+    sqlx::query(
+        "update sessions set last_activity_at = now() - interval '10 seconds' where session_id = $1",
+    )
+    .bind(uuid_of(&id))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let mut held = app.pool.begin().await.unwrap();
+    sqlx::query("select 1 from sessions where session_id = $1 for update")
+        .bind(uuid_of(&id))
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let calls = futures_util::future::join_all((0..20).map(|_| info(&app, &token, &id)));
+    let release = async {
+        eventually(
+            Duration::from_secs(10),
+            "19 calls joining the read",
+            || async { (app.state.session_cache.joined_reads() == 19).then_some(()) },
+        )
+        .await;
+        held.commit().await.unwrap();
+    };
+    let (answers, ()) = tokio::join!(calls, release);
+    for data in answers {
+        assert_eq!(data["_id"], id.as_str(), "{data}");
+    }
+    assert_eq!(app.state.session_cache.joined_reads(), 19);
+    assert_eq!(app.state.session_cache.len(), 1);
+}
