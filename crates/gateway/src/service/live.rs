@@ -189,12 +189,12 @@ async fn find_live(
         return Ok(row);
     }
     crate::metrics::session_cache_lookup(false);
-    // Boxed: most calls are served from memory, and the read's future is large.
-    Box::pin(read_live(state, tenant, id)).await
+    read_live(state, tenant, id).await
 }
 
 /// Reads the session (touching its activity) and remembers it: one read for every call that
-/// misses it meanwhile.
+/// misses it meanwhile. The read runs in a task of its own, so its large future is not part of
+/// every call's.
 async fn read_live(
     state: &AppState,
     tenant: TenantId,
