@@ -75,11 +75,16 @@ pub struct SessionCache {
 struct ReadDone {
     cache: Arc<SessionCache>,
     key: (Uuid, Uuid),
+    read: Shared<oneshot::Receiver<Read>>,
 }
 
 impl Drop for ReadDone {
     fn drop(&mut self) {
-        self.cache.lock_reads().remove(&self.key);
+        let mut reads = self.cache.lock_reads();
+        // A change announced meanwhile may have made way for a newer read: that one stays.
+        if reads.get(&self.key).is_some_and(|r| r.ptr_eq(&self.read)) {
+            reads.remove(&self.key);
+        }
     }
 }
 
@@ -145,12 +150,17 @@ impl SessionCache {
         let mut inner = self.lock();
         inner.epoch += 1;
         inner.entries.remove(&session);
+        drop(inner);
+        // A call made from now on must not join a read that may predate the change.
+        self.lock_reads().retain(|(_, s), _| *s != session);
     }
 
     fn forget_all(&self) {
         let mut inner = self.lock();
         inner.epoch += 1;
         inner.entries.clear();
+        drop(inner);
+        self.lock_reads().clear();
     }
 
     /// `tenant`'s `session` as `read` finds it, read once for every call that asks while the
@@ -177,17 +187,18 @@ impl SessionCache {
                 let (tx, rx) = oneshot::channel();
                 let pending = rx.shared();
                 reads.insert(key, pending.clone());
-                (pending, Some(tx))
+                (pending.clone(), Some((tx, pending)))
             }
         };
         // Spawned with the map unlocked: a task dropped at once (the runtime shutting down)
         // ends its read, which locks the map.
-        if let Some(tx) = start {
+        if let Some((tx, mine)) = start {
             let (read, done) = (
                 read(),
                 ReadDone {
                     cache: Arc::clone(self),
                     key,
+                    read: mine,
                 },
             );
             tokio::spawn(async move {
@@ -288,6 +299,47 @@ mod tests {
     use super::*;
     use chrono::Utc;
     use sqlx::types::Json;
+
+    #[tokio::test]
+    async fn a_call_after_an_announced_change_does_not_join_a_read_begun_before_it() {
+        let cache = Arc::new(SessionCache::default());
+        let (tenant, session) = (Uuid::new_v4(), Uuid::new_v4());
+        let (release, gate) = oneshot::channel::<()>();
+        let first = tokio::spawn({
+            let cache = Arc::clone(&cache);
+            async move {
+                cache
+                    .read_once(tenant, session, || async move {
+                        let _ = gate.await;
+                        Ok(None)
+                    })
+                    .await
+            }
+        });
+        while cache.lock_reads().is_empty() {
+            tokio::task::yield_now().await;
+        }
+
+        cache.forget(session);
+        let mut read_again = false;
+        // Joining the earlier read would wait for it until the gate opens: bounded.
+        let second = tokio::time::timeout(
+            Duration::from_secs(5),
+            cache.read_once(tenant, session, || {
+                read_again = true;
+                async { Ok(None) }
+            }),
+        )
+        .await
+        .expect("the call joined the earlier read");
+        assert!(read_again, "the call joined the earlier read");
+        assert_eq!(cache.joined_reads(), 0);
+        assert!(matches!(second, Some(Ok(None))));
+
+        let _ = release.send(());
+        assert!(matches!(first.await.unwrap(), Some(Ok(None))));
+        assert!(cache.lock_reads().is_empty(), "every read ended");
+    }
 
     fn open_row(tenant: Uuid) -> SessionRow {
         SessionRow {
