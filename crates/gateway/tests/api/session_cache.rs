@@ -52,6 +52,27 @@ fn uuid_of(id: &str) -> uuid::Uuid {
         .0
 }
 
+/// Runs `sql`, binding the session's uuid.
+async fn on_session(app: &TestApp, sql: &'static str, id: &str) {
+    sqlx::query(sql)
+        .bind(uuid_of(id))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+}
+
+/// The one value `sql` selects, binding the session's uuid.
+async fn of_session<T>(app: &TestApp, sql: &'static str, id: &str) -> T
+where
+    T: Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    sqlx::query_scalar(sql)
+        .bind(uuid_of(id))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
 /// Runs `sql` (binding the session's uuid) with the change trigger off: a change whose
 /// announcement is lost.
 async fn change_unannounced(app: &TestApp, sql: &'static str, id: &str) {
@@ -98,11 +119,12 @@ async fn info_on_a_session_read_before_reads_nothing_from_postgres(pool: PgPool)
         "changed-quietly"
     );
 
-    sqlx::query("update sessions set channel_id = 'changed' where session_id = $1")
-        .bind(uuid_of(&id))
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    on_session(
+        &app,
+        "update sessions set channel_id = 'changed' where session_id = $1",
+        &id,
+    )
+    .await;
     eventually(Duration::from_secs(5), "the announced change", || async {
         (info(&app, &token, &id).await["channel_id"] == "changed").then_some(())
     })
@@ -145,23 +167,21 @@ async fn activity_on_a_session_served_from_memory_is_written(pool: PgPool) {
     let (token, id) = open_session(&app).await;
     info(&app, &token, &id).await;
     // Activity alone is not announced, so the replica keeps serving the session from memory.
-    sqlx::query(
+    on_session(
+        &app,
         "update sessions set last_activity_at = now() - interval '30 seconds' where session_id = $1",
+        &id,
     )
-    .bind(uuid_of(&id))
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(app.state.session_cache.len(), 1);
     info(&app, &token, &id).await;
     eventually(Duration::from_secs(5), "the activity written", || async {
-        let age: f64 = sqlx::query_scalar(
+        let age: f64 = of_session(
+            &app,
             "select extract(epoch from now() - last_activity_at)::float8 from sessions where session_id = $1",
+            &id,
         )
-        .bind(uuid_of(&id))
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+        .await;
         (age < 5.0).then_some(())
     })
     .await;
@@ -207,12 +227,12 @@ async fn every_call_that_sees_a_status_change_answers_the_new_status(pool: PgPoo
     listening(&app).await;
     let (token, id) = open_session(&app).await;
     assert_eq!(info(&app, &token, &id).await["faceswap_status"], 1);
-    let upstream_id: String =
-        sqlx::query_scalar("select upstream_id from sessions where session_id = $1")
-            .bind(uuid_of(&id))
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let upstream_id: String = of_session(
+        &app,
+        "select upstream_id from sessions where session_id = $1",
+        &id,
+    )
+    .await;
     app.sim_post(&format!("/sim/sessions/{upstream_id}/fail"))
         .await;
 
@@ -222,13 +242,12 @@ async fn every_call_that_sees_a_status_change_answers_the_new_status(pool: PgPoo
     for data in futures_util::future::join_all(calls).await {
         assert_eq!(data["faceswap_status"], 4, "{data}");
     }
-    let changes: i64 = sqlx::query_scalar(
+    let changes: i64 = of_session(
+        &app,
         "select count(*) from session_events where session_id = $1 and event_type = 'session.status_changed'",
+        &id,
     )
-    .bind(uuid_of(&id))
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(changes, 1, "one event for the one change");
 }
 
@@ -239,13 +258,12 @@ async fn calls_that_miss_one_session_at_once_read_it_once(pool: PgPool) {
     let (token, id) = open_session(&app).await;
     // Not remembered yet. Its activity is made older than the write resolution, so the read
     // updates the row; the row is then held, so the read waits until every call has missed it.
-    sqlx::query(
+    on_session(
+        &app,
         "update sessions set last_activity_at = now() - interval '10 seconds' where session_id = $1",
+        &id,
     )
-    .bind(uuid_of(&id))
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    .await;
     let mut held = app.pool.begin().await.unwrap();
     sqlx::query("select 1 from sessions where session_id = $1 for update")
         .bind(uuid_of(&id))
