@@ -114,7 +114,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let wanted = |n: u8| args.only.is_empty() || args.only.contains(&n);
 
     let _sim = stack::start_sim(&ctx.paths).await?;
-    let _nginx = stack::start_nginx(&ctx.paths, &args.face).await?;
+    let nginx_proc = stack::start_nginx(&ctx.paths, &args.face).await?;
     stack::gateway_cli(&ctx.paths, &ctx.env, &["migrate"])?;
     let tenant = stack::create_tenant(&ctx.paths, &ctx.env, "bench", 100)?;
     let gateway = stack::start_gateway(&ctx.paths, &ctx.env, "gateway", GATEWAY_PORT, &[]).await?;
@@ -128,18 +128,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 url: format!("{}{upstream_path}", stack::sim_url()),
                 bearer: sim_jwt.clone(),
                 body: body.clone(),
+                proxy: None,
             },
             oha::Call {
                 target: "nginx",
                 url: format!("{nginx}{upstream_path}"),
                 bearer: sim_jwt.clone(),
                 body: body.clone(),
+                proxy: Some(nginx_proc.pid()),
             },
             oha::Call {
                 target: "gateway",
                 url: format!("{}{path}", gateway.url),
                 bearer: jwt.clone(),
                 body,
+                proxy: Some(gateway.proc.pid()),
             },
         ]
     };

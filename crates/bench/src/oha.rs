@@ -19,6 +19,9 @@ pub struct Call {
     pub bearer: String,
     /// A file holding the JSON body.
     pub body: PathBuf,
+    /// The proxy between the load and the simulator (its workers are counted with it), whose
+    /// CPU time per request the run reports; `None` for direct calls.
+    pub proxy: Option<u32>,
 }
 
 /// What a run measured.
@@ -35,6 +38,8 @@ pub struct Measured {
     /// Answers by HTTP status, and transport errors by kind.
     pub statuses: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
+    /// The proxy's CPU time (user and system) over the run per request answered, in µs.
+    pub proxy_cpu_us: Option<f64>,
 }
 
 impl Measured {
@@ -83,15 +88,27 @@ pub async fn run(
             .arg("--latency-correction");
     }
     cmd.arg(&call.url);
+    let cpu_before = call.proxy.map(crate::stack::cpu_ticks).transpose()?;
     // On a blocking thread, so that the run can be stopped between load steps (see `main`).
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await?
         .context("running oha (cargo install oha)")?;
+    let cpu_after = call.proxy.map(crate::stack::cpu_ticks).transpose()?;
     if !out.status.success() {
         bail!("oha failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let v: Value = serde_json::from_slice(&out.stdout).context("oha's JSON")?;
-    parse(call.target, rate, &v)
+    let mut measured = parse(call.target, rate, &v)?;
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        measured.proxy_cpu_us = per_request_us(after.saturating_sub(before), measured.requests);
+    }
+    Ok(measured)
+}
+
+/// CPU ticks (of [`crate::stack::TICKS_PER_SECOND`]) spread over `requests`, in µs each.
+fn per_request_us(ticks: u64, requests: u64) -> Option<f64> {
+    (requests > 0)
+        .then(|| ticks as f64 * 1e6 / crate::stack::TICKS_PER_SECOND as f64 / requests as f64)
 }
 
 fn parse(target: &str, rate: Option<f64>, v: &Value) -> anyhow::Result<Measured> {
@@ -129,6 +146,7 @@ fn parse(target: &str, rate: Option<f64>, v: &Value) -> anyhow::Result<Measured>
         requests: statuses.values().sum(),
         statuses,
         errors,
+        proxy_cpu_us: None,
     })
 }
 

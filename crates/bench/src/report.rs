@@ -354,6 +354,16 @@ fn forwarding_table(md: &mut String, f: &Forwarding) {
         f.rounds.len(),
         rounds_text(f)
     );
+    if let (Some(gateway), Some(nginx)) = (f.proxy_cpu_us("gateway"), f.proxy_cpu_us("nginx")) {
+        let _ = writeln!(
+            md,
+            "CPU time per request at the fixed rate (user and system, median run): \
+             gateway {:.1} µs, nginx {:.1} µs (its workers included) → {:.2}×.",
+            gateway.median,
+            nginx.median,
+            gateway.median / nginx.median
+        );
+    }
 }
 
 /// "direct 1 / 2 / 3, nginx …": every peak run, target by target.
@@ -377,16 +387,19 @@ fn rounds_text(f: &Forwarding) -> String {
 fn run_table<'a>(md: &mut String, runs: impl Iterator<Item = &'a crate::oha::Measured>) {
     let _ = writeln!(
         md,
-        "| Target | Offered | Achieved req/s | p50 ms | p90 ms | p99 ms |"
+        "| Target | Offered | Achieved req/s | p50 ms | p90 ms | p99 ms | proxy CPU µs/req |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
     for m in runs {
         let offered = m
             .offered_rps
             .map_or_else(|| "peak".to_owned(), |r| format!("{r:.0} req/s"));
+        let cpu = m
+            .proxy_cpu_us
+            .map_or_else(|| "–".to_owned(), |us| format!("{us:.1}"));
         let _ = writeln!(
             md,
-            "| {} | {offered} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {offered} | {:.0} | {:.2} | {:.2} | {:.2} | {cpu} |",
             m.target, m.rps, m.p50_ms, m.p90_ms, m.p99_ms
         );
     }

@@ -82,6 +82,38 @@ pub struct Memory {
     pub peak: u64,
 }
 
+/// The unit of the CPU times in `/proc/<pid>/stat` (Linux's USER_HZ, 100 on every
+/// architecture it runs on).
+pub const TICKS_PER_SECOND: u64 = 100;
+
+/// CPU time (user and system, in [`TICKS_PER_SECOND`]) used so far by `pid` and its children
+/// (nginx's workers).
+pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .with_context(|| format!("listing the children of pid {pid}"))?;
+    let mut ticks = own_cpu_ticks(pid)?;
+    for child in children.split_whitespace() {
+        // A worker that exited since the listing took its time with it.
+        ticks += own_cpu_ticks(child.parse()?).unwrap_or(0);
+    }
+    Ok(ticks)
+}
+
+fn own_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_cpu_ticks(&stat).with_context(|| format!("malformed /proc/{pid}/stat: {stat}"))
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line: fields 14 and 15, counted after the command
+/// name, which is in parentheses and may itself hold spaces or parentheses.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// Reads VmRSS and VmHWM from `/proc`.
 pub fn memory_of(pid: u32) -> anyhow::Result<Memory> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -441,4 +473,20 @@ pub fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
         .success();
     anyhow::ensure!(ok, "psql {sql} failed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_are_user_plus_system_time_counted_after_the_command_name() {
+        // A name with spaces and parentheses would shift a naive split.
+        let stat = "4242 (nginx: worker (x) ) S 1 4242 4242 0 -1 4194624 \
+                    1000 0 0 0 250 75 0 0 20 0 1 0 12345 1000000 500";
+        assert_eq!(parse_cpu_ticks(stat), Some(325));
+        assert_eq!(parse_cpu_ticks("4242 (short) S 1"), None);
+        let mine = cpu_ticks(std::process::id()).unwrap();
+        assert!(cpu_ticks(std::process::id()).unwrap() >= mine);
+    }
 }

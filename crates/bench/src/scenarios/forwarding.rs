@@ -44,6 +44,22 @@ impl Forwarding {
         per_round(&self.rounds, target, baseline, |t, b| t.rps / b.rps)
     }
 
+    /// `target`'s CPU time per request at the fixed rate whose latency is judged (or, without
+    /// one, over the sweep), run by run (µs).
+    pub fn proxy_cpu_us(&self, target: &str) -> Option<Spread> {
+        let runs = if self.latency_rounds.is_empty() {
+            self.sweep.iter().collect::<Vec<_>>()
+        } else {
+            self.latency_rounds.iter().flatten().collect()
+        };
+        Spread::of(
+            runs.into_iter()
+                .filter(|m| m.target == target)
+                .filter_map(|m| m.proxy_cpu_us)
+                .collect(),
+        )
+    }
+
     /// `target`'s p99 minus `baseline`'s at the judged fraction, round by round (ms).
     pub fn added_p99(&self, target: &str, baseline: &str) -> Option<Spread> {
         per_round(&self.latency_rounds, target, baseline, |t, b| {
@@ -208,6 +224,7 @@ mod tests {
             requests: 0,
             statuses: Default::default(),
             errors: Default::default(),
+            proxy_cpu_us: None,
         }
     }
 
