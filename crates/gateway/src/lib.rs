@@ -13,6 +13,7 @@ pub mod config;
 pub mod domain;
 pub mod healthcheck;
 pub mod http;
+pub mod lingering;
 pub mod metrics;
 pub mod net_guard;
 pub mod rate_limit;

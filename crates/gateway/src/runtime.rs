@@ -1,6 +1,9 @@
-//! The async runtime the binary runs on: multi-threaded, with the worker count an operator may
-//! set through `TOKIO_WORKER_THREADS`, read here so that a bad value is a clear start-up error
-//! rather than the runtime's panic.
+//! The async runtimes the binary runs on: a multi-threaded one for start-up and background work,
+//! and one single-threaded runtime per serving thread ([`crate::server`]). `TOKIO_WORKER_THREADS`
+//! sets both counts; it is read here so that a bad value is a clear start-up error rather than
+//! the runtime's panic.
+
+use std::num::NonZeroUsize;
 
 use tokio::runtime::{Builder, Runtime};
 
@@ -34,6 +37,17 @@ pub fn build() -> Result<Runtime, String> {
     builder
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+/// How many threads serve requests ([`crate::server::serve`]): as many as the runtime's
+/// workers, so the same setting sizes both.
+pub fn serving_threads() -> NonZeroUsize {
+    worker_threads(std::env::var_os(WORKER_THREADS_VAR).as_deref())
+        .ok()
+        .flatten()
+        .and_then(NonZeroUsize::new)
+        .or_else(|| std::thread::available_parallelism().ok())
+        .unwrap_or(NonZeroUsize::MIN)
 }
 
 #[cfg(test)]

@@ -217,7 +217,8 @@ impl Application {
         let drain_delay = self.drain_delay;
         let limits = self.state.settings.limits.clone();
         let app = http::router(self.state, self.role.serves_api());
-        let served = crate::server::serve(self.listener, app, &limits, async move {
+        let threads = crate::runtime::serving_threads();
+        let served = crate::server::serve(self.listener, app, &limits, threads, async move {
             shutdown.await;
             draining.store(true, std::sync::atomic::Ordering::SeqCst);
             tokio::time::sleep(drain_delay).await;
@@ -236,7 +237,9 @@ impl Application {
                 "workers did not stop within the grace period; their claims lapse by lease"
             );
         }
-        served?;
+        // Only now may the serving threads' runtimes end: the workers' last writes above may
+        // have used connections opened on them.
+        drop(served?);
         Ok(())
     }
 }

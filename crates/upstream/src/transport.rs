@@ -7,8 +7,10 @@
 //! Connections, TLS (the process's shared configuration, HTTP/2 by ALPN) and timeouts are
 //! what reqwest gave.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,8 +19,8 @@ use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, 
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Builder, Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 /// How long an idle pooled connection is kept (reqwest's default).
@@ -42,16 +44,33 @@ pub(crate) enum SendError {
     Transport(String),
 }
 
-/// A keep-alive pool of HTTP/1.1 and HTTP/2 (by ALPN) connections. Clones share the pool.
+type HttpClient = Client<ConnectTimeout<HttpsConnector<HttpConnector>>, Full<Bytes>>;
+
+/// Keep-alive pools of HTTP/1.1 and HTTP/2 (by ALPN) connections, one per thread that sends.
+/// A connection is driven by a task on the runtime that opened it; a pool shared by threads
+/// would hand one thread's connection to another, and every exchange on it would wake the
+/// opener's thread. Clones share the pools.
 #[derive(Debug, Clone)]
 pub(crate) struct Transport {
-    client: Client<ConnectTimeout<HttpsConnector<HttpConnector>>, Full<Bytes>>,
+    shared: Arc<Shared>,
     timeout: Duration,
 }
 
+/// What every thread's pool of one transport is built from.
+#[derive(Debug)]
+struct Shared {
+    builder: Builder,
+    connector: ConnectTimeout<HttpsConnector<HttpConnector>>,
+}
+
+thread_local! {
+    /// This thread's pool of each live transport.
+    static THREAD_POOLS: RefCell<Vec<(Weak<Shared>, HttpClient)>> = const { RefCell::new(Vec::new()) };
+}
+
 impl Transport {
-    /// A pool whose exchanges last at most `timeout`, connecting (TLS included) within
-    /// `connect_timeout`, keeping up to `max_idle_per_host` idle connections per host.
+    /// Pools whose exchanges last at most `timeout`, connecting (TLS included) within
+    /// `connect_timeout`, each keeping up to `max_idle_per_host` idle connections per host.
     ///
     /// The gateway fans many tenants into one or two upstream hosts, so it keeps as many idle
     /// connections as calls it lets in flight: a burst up to that bound finds its connections
@@ -75,16 +94,23 @@ impl Transport {
             .enable_http1()
             .enable_http2()
             .wrap_connector(tcp);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_max_idle_per_host(max_idle_per_host)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(ConnectTimeout {
+            .timer(TokioTimer::new());
+        let shared = Shared {
+            builder,
+            connector: ConnectTimeout {
                 inner: https,
                 timeout: connect_timeout,
-            });
-        Ok(Self { client, timeout })
+            },
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
+            timeout,
+        })
     }
 
     /// POSTs `body` as JSON to `uri` and reads the whole answer, whatever its status.
@@ -97,7 +123,7 @@ impl Transport {
     ) -> Result<(StatusCode, Bytes), SendError> {
         let req = request(uri, token, extra, body)?;
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| {
+            let resp = self.request_on_this_thread(req).await.map_err(|e| {
                 let message = crate::error::source_chain(&e);
                 if e.is_connect() {
                     SendError::Connect(message)
@@ -117,6 +143,23 @@ impl Transport {
         tokio::time::timeout(self.timeout, exchange)
             .await
             .unwrap_or(Err(SendError::Timeout))
+    }
+
+    /// Sends `req` on this thread's pool, which is built on the thread's first call.
+    fn request_on_this_thread(&self, req: Request<Full<Bytes>>) -> ResponseFuture {
+        THREAD_POOLS.with_borrow_mut(|pools| {
+            // The weak reference keeps the address from being reused while it is listed.
+            let mine = Arc::as_ptr(&self.shared);
+            if let Some((_, client)) = pools.iter().find(|(t, _)| std::ptr::eq(t.as_ptr(), mine)) {
+                return client.request(req);
+            }
+            // Pools of transports dropped since are closed when this thread opens its next.
+            pools.retain(|(t, _)| t.strong_count() > 0);
+            let client = self.shared.builder.build(self.shared.connector.clone());
+            let sent = client.request(req);
+            pools.push((Arc::downgrade(&self.shared), client));
+            sent
+        })
     }
 }
 

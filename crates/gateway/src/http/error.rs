@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::http::header::RETRY_AFTER;
+use axum::http::header::{CONNECTION, RETRY_AFTER};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use faceswap_upstream::{UpstreamError, ssrf::SsrfError};
@@ -161,7 +161,18 @@ impl ApiError {
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds(wait)));
         }
+        if self.leaves_body_unread() {
+            // The rest of the body would be read as the next request: the connection ends
+            // here, and the client must not send another on it.
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
+    }
+
+    /// Answered before the request body was read to its end.
+    fn leaves_body_unread(&self) -> bool {
+        matches!(self, Self::PayloadTooLarge(_) | Self::BodyTimeout(_))
     }
 
     fn log(&self, status: StatusCode) {

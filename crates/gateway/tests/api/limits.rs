@@ -88,6 +88,31 @@ async fn json_routes_get_a_small_body_cap_while_detection_keeps_the_large_one(po
 }
 
 #[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn a_body_refused_as_too_large_is_answered_before_the_connection_closes(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    // Refused once the cap is read while the client is still sending: closing a socket with
+    // unread data resets it, and a client whose body write fails gives up on the answer.
+    for _ in 0..5 {
+        let chunks = (0..64).map(|_| Ok::<_, std::io::Error>(vec![b' '; 64 * 1024]));
+        let resp = app
+            .client
+            .post(app.url(GET_TOKEN))
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                chunks,
+            )))
+            .send()
+            .await
+            .expect("the refusal reaches the client");
+        assert_eq!(resp.status(), 413);
+        // The rest of the body would otherwise be read as the next request.
+        assert_eq!(resp.headers()["connection"], "close");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], 4013, "{body}");
+    }
+}
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
 async fn deeply_nested_json_is_refused_with_the_envelope_and_the_gateway_survives(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let token = app.token(&app.tenant(5, None).await).await;
