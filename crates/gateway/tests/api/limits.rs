@@ -31,6 +31,24 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>,
     }
 }
 
+/// A getToken call whose body (`chunks` blank chunks of `chunk_len` bytes) streams in without
+/// a Content-Length.
+async fn stream_to_get_token(
+    app: &TestApp,
+    chunks: usize,
+    chunk_len: usize,
+) -> reqwest::Result<reqwest::Response> {
+    let chunks = (0..chunks).map(move |_| Ok::<_, std::io::Error>(vec![b' '; chunk_len]));
+    app.client
+        .post(app.url(GET_TOKEN))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+}
+
 /// The status and JSON body of a raw HTTP/1.1 answer.
 #[track_caller]
 fn parse_answer(raw: &[u8]) -> (u16, Value) {
@@ -58,17 +76,7 @@ async fn json_routes_get_a_small_body_cap_while_detection_keeps_the_large_one(po
     );
 
     // Without a Content-Length the cap holds as the body streams in.
-    let chunks = (0..200).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024]));
-    let resp = app
-        .client
-        .post(app.url(GET_TOKEN))
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
-        .send()
-        .await
-        .unwrap();
+    let resp = stream_to_get_token(&app, 200, 1024).await.unwrap();
     assert_eq!(resp.status(), 413);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["code"], 4013, "{body}");
@@ -93,15 +101,7 @@ async fn a_body_refused_as_too_large_is_answered_before_the_connection_closes(po
     // Refused once the cap is read while the client is still sending: closing a socket with
     // unread data resets it, and a client whose body write fails gives up on the answer.
     for _ in 0..5 {
-        let chunks = (0..64).map(|_| Ok::<_, std::io::Error>(vec![b' '; 64 * 1024]));
-        let resp = app
-            .client
-            .post(app.url(GET_TOKEN))
-            .header("content-type", "application/json")
-            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-                chunks,
-            )))
-            .send()
+        let resp = stream_to_get_token(&app, 64, 64 * 1024)
             .await
             .expect("the refusal reaches the client");
         assert_eq!(resp.status(), 413);
