@@ -237,7 +237,8 @@ pub fn markdown(r: &Results) -> String {
              384×384 photo on a static nginx server; the simulator fetches it on every call and \
              answers from its detection memory (the faces were computed on the first call). The \
              gateway checks the JWT, the tenant's rate limit (Redis), the URL (SSRF) and records \
-             metrics. {CONNECTIONS} connections.\n\n\
+             metrics. {CONNECTIONS} connections. The static server is the proxying nginx \
+             itself, so nginx's CPU time also covers serving the photo.\n\n\
              ![p50 and p99 latency against offered load](benchmarks.png)\n"
         );
         forwarding_table(&mut md, f);
