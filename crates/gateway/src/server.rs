@@ -123,11 +123,20 @@ pub async fn serve(
                 continue;
             }
         };
-        let (handed, load) = &workers[least_loaded(workers.iter().map(|(_, load)| &**load))];
-        load.fetch_add(1, Ordering::Relaxed);
-        if handed.send(stream).is_err() {
-            load.fetch_sub(1, Ordering::Relaxed);
-            tracing::error!("a serving thread has stopped; its share of connections is refused");
+        let mut unhanded = Some(stream);
+        while let Some(stream) = unhanded.take() {
+            let (handed, load) = &workers[least_loaded(workers.iter().map(|(_, load)| &**load))];
+            if load.load(Ordering::Relaxed) == STOPPED {
+                tracing::error!("no serving thread is running; the connection is refused");
+                break;
+            }
+            load.fetch_add(1, Ordering::Relaxed);
+            if let Err(mpsc::error::SendError(stream)) = handed.send(stream) {
+                // Its thread has stopped: the others take its share from now on.
+                load.store(STOPPED, Ordering::Relaxed);
+                tracing::error!("a serving thread has stopped; its connections go to the others");
+                unhanded = Some(stream);
+            }
         }
     }
     drop(listener);
@@ -140,6 +149,10 @@ pub async fn serve(
     }
     Ok(serving)
 }
+
+/// The load of a serving thread that has stopped, so that it is never the least loaded while
+/// another runs.
+const STOPPED: usize = usize::MAX;
 
 /// The index of the thread serving the fewest connections (the first of equals).
 fn least_loaded<'a>(loads: impl Iterator<Item = &'a AtomicUsize>) -> usize {
@@ -213,5 +226,6 @@ mod tests {
         assert_eq!(least_loaded(loads(&[2, 2, 2]).iter()), 0);
         assert_eq!(least_loaded(loads(&[5, 4, 4]).iter()), 1);
         assert_eq!(least_loaded(loads(&[7]).iter()), 0);
+        assert_eq!(least_loaded(loads(&[STOPPED, 900]).iter()), 1);
     }
 }

@@ -268,6 +268,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn answers_sent_before_the_body_was_read_close_the_connection() {
+        let closes = |e: ApiError| {
+            e.into_response()
+                .headers()
+                .get(CONNECTION)
+                .is_some_and(|v| v == "close")
+        };
+        assert!(closes(ApiError::PayloadTooLarge(10)));
+        assert!(closes(ApiError::BodyTimeout(
+            std::time::Duration::from_secs(1)
+        )));
+        assert!(!closes(ApiError::BadRequest("x".into())));
+        assert!(!closes(ApiError::AuthMissing));
+    }
+
+    #[test]
     fn each_error_has_its_documented_status_and_code() {
         let cases: Vec<(ApiError, u16, i64)> = vec![
             (ApiError::BadRequest("x".into()), 400, 1003),
