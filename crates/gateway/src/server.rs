@@ -1,4 +1,4 @@
-//! The HTTP/1.1 accept loops. `axum::serve` has no knobs for the request head, so the gateway
+//! The HTTP/1.1 accept loop. `axum::serve` has no knobs for the request head, so the gateway
 //! runs hyper itself: the head is size-capped (431 beyond it) and must arrive within a deadline,
 //! which also closes idle keep-alive connections, so slow or idle clients cannot pin sockets.
 
@@ -156,9 +156,10 @@ const STOPPED: usize = usize::MAX;
 
 /// The index of the thread serving the fewest connections (the first of equals).
 fn least_loaded<'a>(loads: impl Iterator<Item = &'a AtomicUsize>) -> usize {
+    // `min_by_key` keeps the first of equal minima.
     loads
         .enumerate()
-        .min_by_key(|(i, load)| (load.load(Ordering::Relaxed), *i))
+        .min_by_key(|(_, load)| load.load(Ordering::Relaxed))
         .map_or(0, |(i, _)| i)
 }
 
