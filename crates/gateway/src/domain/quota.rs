@@ -39,9 +39,9 @@ pub enum QuotaError {
     },
 }
 
-/// Whether one more session fits. The database's `reserve_session` (migration 0010) applies the
-/// same rule under the lock of the tenant's usage totals when it reserves; this names the
-/// refusal it reports.
+/// Whether one more session fits. The database's `reserve_session` (migration 0012) applies the
+/// same rule under the lock of the tenant's usage gate when it reserves; this names the refusal
+/// it reports.
 pub fn check_new_session(limits: QuotaLimits, usage: QuotaUsage) -> Result<(), QuotaError> {
     if usage.active_sessions >= limits.max_concurrent_sessions {
         return Err(QuotaError::ConcurrentLimit {

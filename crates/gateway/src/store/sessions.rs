@@ -407,16 +407,17 @@ pub async fn finish_close_many(
     Ok(charged)
 }
 
-/// Locks the usage totals of these sessions' tenants, in one order. Closing sessions updates
+/// Locks the usage totals these sessions count in, in one order. Closing sessions updates
 /// their tenants' totals at commit (a deferred trigger) in whatever order the rows came; a
-/// transaction that closes sessions of several tenants calls this just before committing, so
-/// two such transactions sharing tenants cannot deadlock.
+/// transaction that closes several sessions calls this just before committing, so two such
+/// transactions sharing totals rows cannot deadlock.
 #[tracing::instrument(skip_all)]
 pub async fn lock_usage_totals(conn: &mut PgConnection, session_ids: &[Uuid]) -> sqlx::Result<()> {
     sqlx::query(
         "select 1 from tenant_usage
-         where tenant_id in (select tenant_id from sessions where session_id = any($1))
-         order by tenant_id for update",
+         where (tenant_id, shard) in (select tenant_id, usage_shard(session_id) from sessions
+                                      where session_id = any($1))
+         order by tenant_id, shard for update",
     )
     .bind(session_ids)
     .execute(conn)

@@ -98,17 +98,18 @@ async fn a_failed_upstream_create_releases_the_reservation(pool: PgPool) {
     assert_eq!(status, 200, "the slot is free again: {resp}");
 }
 
-/// The tenant's running totals (kept by triggers) against a count of its rows.
+/// The tenant's running totals (kept by triggers, per shard) against a count of its rows.
 async fn assert_totals_match_a_recount(pool: &PgPool) {
-    let kept: Vec<(uuid::Uuid, i64, i64, i64)> = sqlx::query_as(
-        "select tenant_id, active_sessions, active_since_ms, seconds_charged
-         from tenant_usage order by tenant_id",
+    type Totals = Vec<(uuid::Uuid, i16, i64, i64, i64)>;
+    let kept: Totals = sqlx::query_as(
+        "select tenant_id, shard, active_sessions, active_since_ms, seconds_charged
+         from tenant_usage order by tenant_id, shard",
     )
     .fetch_all(pool)
     .await
     .unwrap();
-    let counted: Vec<(uuid::Uuid, i64, i64, i64)> =
-        sqlx::query_as("select * from tenant_usage_recount() order by tenant_id")
+    let counted: Totals =
+        sqlx::query_as("select * from tenant_usage_recount() order by tenant_id, shard")
             .fetch_all(pool)
             .await
             .unwrap();
@@ -267,4 +268,180 @@ async fn the_quota_read_and_the_usage_triggers_call_no_sql_function_at_run_time(
         calling.is_empty(),
         "WHEN clauses calling a SQL function: {calling:?}"
     );
+}
+
+/// A session's gateway id as stored.
+fn session_uuid(created: &Value) -> uuid::Uuid {
+    let id = created["data"]["_id"].as_str().unwrap();
+    faceswap_gateway::domain::ids::SessionId::parse(id)
+        .unwrap()
+        .0
+}
+
+#[sqlx::test(migrator = "faceswap_gateway::MIGRATOR")]
+async fn a_close_waits_neither_for_the_tenants_reservations_nor_for_closes_counted_elsewhere(
+    pool: PgPool,
+) {
+    let app = TestApp::spawn(pool).await;
+    let tenant = app.tenant(20, None).await;
+    let tenant_id = faceswap_gateway::domain::ids::TenantId::parse(&tenant.tenant_id)
+        .unwrap()
+        .0;
+    let token = app.token(&tenant).await;
+    let shard_of = async |id: uuid::Uuid| -> i16 {
+        sqlx::query_scalar("select usage_shard($1)")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    // Two open sessions counted in different shards (ids are random: a few tries at most).
+    let mut opened: Vec<(uuid::Uuid, i16)> = Vec::new();
+    while !opened.iter().any(|(_, s)| *s != opened[0].1) {
+        assert!(
+            opened.len() < 20,
+            "every session landed in one shard: {opened:?}"
+        );
+        let (status, body) = app.create_session(&token).await;
+        assert_eq!(status, 200, "{body}");
+        let id = session_uuid(&body);
+        opened.push((id, shard_of(id).await));
+    }
+    let (to_close, its_shard) = opened[0];
+    let (_, busy_shard) = *opened.iter().find(|(_, s)| *s != its_shard).unwrap();
+
+    // A reservation of the tenant holds its gate, and a close counted in another shard holds
+    // that shard, both until they commit.
+    let lock = "select 1 from tenant_usage where tenant_id = $1 and shard = $2 for update";
+    let mut reserving = app.pool.begin().await.unwrap();
+    sqlx::query(lock)
+        .bind(tenant_id)
+        .bind(0_i16)
+        .execute(&mut *reserving)
+        .await
+        .unwrap();
+    let mut closing = app.pool.begin().await.unwrap();
+    sqlx::query(lock)
+        .bind(tenant_id)
+        .bind(busy_shard)
+        .execute(&mut *closing)
+        .await
+        .unwrap();
+
+    let body = json!({"_id": faceswap_gateway::domain::ids::SessionId(to_close).to_string()});
+    let close = app.post("/api/open/v3/faceswap/live/close", &body, Some(&token));
+    let (status, body) = tokio::time::timeout(std::time::Duration::from_secs(10), close)
+        .await
+        .expect("the close waited for another transaction's totals");
+    assert_eq!(status, 200, "{body}");
+    // Released now: the create below may count in that shard.
+    closing.rollback().await.unwrap();
+
+    // Creates still take the gate one at a time: this one waits for the reservation in flight.
+    let create = app.create_session(&token);
+    tokio::pin!(create);
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut create).await;
+    assert!(
+        early.is_err(),
+        "a create passed a reservation in flight: {early:?}"
+    );
+    reserving.rollback().await.unwrap();
+    let (status, body) = create.await;
+    assert_eq!(status, 200, "{body}");
+    assert_totals_match_a_recount(&app.pool).await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn upgrading_to_sharded_totals_keeps_every_tenants_use(pool: PgPool) {
+    // The schema as it was before the totals were split, in a directory of its own.
+    let before = std::env::temp_dir().join(format!("faceswap-migrations-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&before).unwrap();
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    for entry in std::fs::read_dir(&all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < "0012" {
+            std::fs::copy(&path, before.join(&name)).unwrap();
+        }
+    }
+    sqlx::migrate::Migrator::new(before.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&before).unwrap();
+
+    // Two tenants with sessions in every state, the closed ones charged.
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    sqlx::query(
+        "insert into tenants (tenant_id, name, max_concurrent_sessions)
+         values ($1, 'a', 100), ($2, 'b', 100)",
+    )
+    .bind(a)
+    .bind(b)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into sessions (session_id, tenant_id, state, source_image, created_at,
+                               closed_at, close_reason)
+         select gen_random_uuid(), case when i % 3 = 0 then $1 else $2 end, state, '[]',
+                now() - make_interval(secs => i),
+                case when state in ('closed', 'lost') then now() end,
+                case when state in ('closed', 'lost') then 'client' end
+           from generate_series(1, 80) i,
+                lateral (select (array['creating', 'open', 'closing', 'closed', 'lost'])[1 + i % 5]
+                         as state) s",
+    )
+    .bind(a)
+    .bind(b)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into usage_ledger (tenant_id, session_id, seconds)
+         select tenant_id, session_id, 3 + length(session_id::text) % 7 from sessions
+          where state = 'closed'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    type Use = Vec<(uuid::Uuid, i64, i64, i64)>;
+    let kept_before: Use = sqlx::query_as(
+        "select tenant_id, active_sessions, active_since_ms, seconds_charged
+         from tenant_usage order by tenant_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(kept_before.len(), 2);
+    assert!(
+        kept_before
+            .iter()
+            .all(|(_, active, _, charged)| *active > 0 && *charged > 0)
+    );
+
+    faceswap_gateway::MIGRATOR.run(&pool).await.unwrap();
+    let kept_after: Use = sqlx::query_as(
+        "select tenant_id, sum(active_sessions)::int8, sum(active_since_ms)::int8,
+                sum(seconds_charged)::int8
+         from tenant_usage group by tenant_id order by tenant_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        kept_after, kept_before,
+        "the upgrade changed a tenant's use"
+    );
+    assert_totals_match_a_recount(&pool).await;
+    let gates_hold_nothing: bool = sqlx::query_scalar(
+        "select bool_and(active_sessions = 0 and active_since_ms = 0 and seconds_charged = 0)
+         from tenant_usage where shard = 0",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(gates_hold_nothing);
 }
