@@ -401,7 +401,7 @@ async fn upgrading_to_sharded_totals_keeps_every_tenants_use(pool: PgPool) {
     .unwrap();
     sqlx::query(
         "insert into usage_ledger (tenant_id, session_id, seconds)
-         select tenant_id, session_id, 3 + length(session_id::text) % 7 from sessions
+         select tenant_id, session_id, 1 + get_byte(uuid_send(session_id), 0) % 60 from sessions
           where state = 'closed'",
     )
     .execute(&pool)
