@@ -36,7 +36,7 @@ create function tenant_usage_recount() returns table (tenant_id uuid, shard smal
       cross join generate_series(0, 16) as n(shard)
       left join (select s.tenant_id, usage_shard(s.session_id) as shard, count(*) as active,
                         sum(epoch_ms(s.created_at))::bigint as since
-                   from sessions s where s.state in ('creating', 'open', 'closing')
+                   from sessions s where session_holds_slot(s.state)
                   group by 1, 2) s
         on s.tenant_id = t.tenant_id and s.shard = n.shard
       left join (select l.tenant_id, usage_shard(l.session_id) as shard,
@@ -61,13 +61,13 @@ end $$;
 create or replace function tenant_usage_track_session() returns trigger
     language plpgsql as $$
 begin
-    if tg_op in ('UPDATE', 'DELETE') and old.state in ('creating', 'open', 'closing') then
+    if tg_op in ('UPDATE', 'DELETE') and session_holds_slot(old.state) then
         update tenant_usage
            set active_sessions = active_sessions - 1,
                active_since_ms = active_since_ms - epoch_ms(old.created_at)
          where tenant_id = old.tenant_id and shard = usage_shard(old.session_id);
     end if;
-    if tg_op in ('INSERT', 'UPDATE') and new.state in ('creating', 'open', 'closing') then
+    if tg_op in ('INSERT', 'UPDATE') and session_holds_slot(new.state) then
         update tenant_usage
            set active_sessions = active_sessions + 1,
                active_since_ms = active_since_ms + epoch_ms(new.created_at)
